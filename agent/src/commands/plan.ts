@@ -1,0 +1,122 @@
+/**
+ * `bootstrap-agent plan` (and `run --dry-run`): identify + resolve, the remote commit via
+ * ls-remote, the manifest from a shallow clone in a temporary directory, and what run would do.
+ * Writes nothing outside that temporary directory, makes no mutating call, reads no secret value.
+ */
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { isAgentError } from '../errors.js'
+import { buildEcosystem } from '../ecosystem.js'
+import { agentFile } from '../agent-files.js'
+import { loadServiceSpec } from '../manifest.js'
+import { pathsFor } from '../paths.js'
+import { PHASE_NAMES } from '../pipeline.js'
+import { readCurrent, readReleaseMeta } from '../releases.js'
+import type { Seams } from '../run-context.js'
+import { resolveSettings, type SettingsInput } from '../settings.js'
+
+export interface Plan {
+  service: string
+  environment: string
+  branch: string
+  branchSource: string
+  repository: string
+  commit: string | null
+  commitNote?: string
+  live: { release: string | null; commit: string | null }
+  action: string
+  root: string
+  serviceUser: string | undefined
+  instance: { id: string; source: string; lifecycleState: string | null }
+  lifecycleHook: string
+  secrets: { secretIds: readonly string[]; parameterPaths: readonly string[]; requiredEnv: string[]; gitCredentialSecret: string | null }
+  pm2Apps: { name: string; script: string; args?: string[]; execMode: string; instances: number | 'max'; cwd: string }[]
+  health: unknown
+  build: string[] | null
+  manifest: string
+  phases: string[]
+}
+
+export const makePlan = async (input: Omit<SettingsInput, 'tags'>, seams: Seams): Promise<Plan> => {
+  const id = await seams.identity.identify()
+  const s = resolveSettings({ ...input, tags: id.tags })
+  const p = pathsFor(s.root, s.service)
+  const git = seams.git(s)
+  let commit: string | undefined
+  let commitNote: string | undefined
+  const tmp = await mkdtemp(join(tmpdir(), 'bootstrap-plan-'))
+  let spec
+  let manifestNote = 'defaults (no manifest read)'
+  try {
+    commit = await git.headOf(s.repository, s.branch)
+    if (commit === undefined) commitNote = `branch ${s.branch} does not exist on the remote`
+    else {
+      await git.cloneBranch(s.repository, s.branch, { dir: join(tmp, 'repo') })
+      spec = await loadServiceSpec(join(tmp, 'repo'), s.manifestFile, s.service)
+      manifestNote = spec.fromManifest ? `${s.manifestFile} at ${commit.slice(0, 12)}` : `no ${s.manifestFile}: defaults`
+    }
+  } catch (e) {
+    if (!isAgentError(e) || !/^GIT_/.test(e.code)) throw e
+    commitNote = s.gitCredentialSecret
+      ? `unknown: the repository needs the credential in ${s.gitCredentialSecret}, and plan reads no secret (${e.code})`
+      : `unknown: ${e.message}`
+  } finally {
+    await rm(tmp, { recursive: true, force: true })
+  }
+  const live = await readCurrent(p.serviceDir)
+  const liveMeta = live ? await readReleaseMeta(join(p.releasesDir, live)) : undefined
+  const action = !commit
+    ? 'unknown (commit not resolved)'
+    : liveMeta?.commit === commit && liveMeta.good
+      ? 'commit already live: refresh secrets if changed, keep the release'
+      : `deploy ${commit.slice(0, 12)} as a new release${live ? ` (replacing ${live})` : ''}`
+  const eco = spec
+    ? buildEcosystem({ spec, current: p.current, envFile: p.envFile, appLogDir: p.appLogDir, preload: agentFile('env-preload.js'), wrapper: agentFile('run-with-env.js'), npmBin: 'npm' })
+    : undefined
+  const hook = seams.hook(s, id)
+  return {
+    service: s.service,
+    environment: s.environment,
+    branch: s.branch,
+    branchSource: s.branchSource,
+    repository: s.repository,
+    commit: commit ?? null,
+    ...(commitNote ? { commitNote } : {}),
+    live: { release: live ?? null, commit: liveMeta?.commit ?? null },
+    action,
+    root: s.root,
+    serviceUser: s.serviceUser,
+    instance: { id: id.instanceId, source: id.source, lifecycleState: id.lifecycleState ?? null },
+    lifecycleHook: hook.description,
+    secrets: { secretIds: s.secretIds, parameterPaths: s.parameterPaths, requiredEnv: spec?.requiredEnv ?? [], gitCredentialSecret: s.gitCredentialSecret ?? null },
+    pm2Apps: (eco?.apps ?? []).map(a => ({ name: a.name, script: a.script, ...(a.args ? { args: a.args } : {}), execMode: a.exec_mode, instances: a.instances, cwd: a.cwd })),
+    health: spec?.health ?? null,
+    build: spec?.build ?? null,
+    manifest: manifestNote,
+    phases: PHASE_NAMES,
+  }
+}
+
+export const formatPlan = (plan: Plan): string => {
+  const lines = [
+    `plan for ${plan.service} (${plan.environment}) on ${plan.instance.id}`,
+    `  repository      ${plan.repository}`,
+    `  branch          ${plan.branch} (from ${plan.branchSource})`,
+    `  commit          ${plan.commit ?? plan.commitNote ?? 'unknown'}`,
+    `  live            ${plan.live.release ?? 'nothing yet'}${plan.live.commit ? ` @ ${plan.live.commit.slice(0, 12)}` : ''}`,
+    `  action          ${plan.action}`,
+    `  manifest        ${plan.manifest}`,
+    `  secret ids      ${plan.secrets.secretIds.join(', ') || '(none)'}`,
+    `  parameter paths ${plan.secrets.parameterPaths.join(', ') || '(none)'}`,
+    `  required keys   ${plan.secrets.requiredEnv.join(', ') || '(none declared)'}`,
+    `  git credential  ${plan.secrets.gitCredentialSecret ?? '(none: public or file repository)'}`,
+    ...plan.pm2Apps.map(a => `  pm2 app         ${a.name}: ${a.script}${a.args ? ` ${a.args.join(' ')}` : ''} (${a.execMode} x${a.instances}) in ${a.cwd}`),
+    `  health          ${JSON.stringify(plan.health)}`,
+    `  build           ${plan.build ? plan.build.join(' ') : '(none)'}`,
+    `  lifecycle hook  ${plan.lifecycleHook}`,
+    `  root            ${plan.root} (service user ${plan.serviceUser})`,
+    `  phases          ${plan.phases.join(' -> ')}`,
+  ]
+  return `${lines.join('\n')}\n`
+}

@@ -1,0 +1,85 @@
+/**
+ * `bootstrap-agent run`: take the lock, run the phases, roll back on failure, complete the
+ * lifecycle hook on every path, write state.json, print the summary; returns the exit code.
+ */
+import { randomUUID } from 'node:crypto'
+import { ExitCode, type AgentError } from '../errors.js'
+import { acquireLock } from '../lock.js'
+import { createLogger } from '../logger.js'
+import { lockFilePath, stateFilePath } from '../paths.js'
+import { AFTER_SUCCESS, RUN_PHASES } from '../pipeline.js'
+import { rollback } from '../phases/rollback.js'
+import { createScrubber } from '../redact.js'
+import { runPhases } from '../runner.js'
+import type { RunContext, Seams } from '../run-context.js'
+import type { SettingsInput } from '../settings.js'
+import { writeState, type RunState } from '../state.js'
+import type { Logger } from '../logger.js'
+import { printSummary } from './summary.js'
+
+export interface RunOptions {
+  input: Omit<SettingsInput, 'tags'>
+  root: string
+  makeSeams: (log: Logger) => Seams
+  out: NodeJS.WriteStream
+  pretty: boolean
+}
+
+export const runCommand = async (o: RunOptions): Promise<number> => {
+  const scrubber = createScrubber()
+  const runId = randomUUID()
+  const levelFlag = o.input.flags['log-level']
+  const level = typeof levelFlag === 'string' ? levelFlag : o.input.env['BOOTSTRAP_LOG_LEVEL'] ?? o.input.agentEnv['BOOTSTRAP_LOG_LEVEL'] ?? 'info'
+  const log = createLogger({ level, file: `${o.root}/var/log/bootstrap-agent/agent.log`, stream: o.out, pretty: o.pretty, scrubber, base: { runId } })
+  const reason = String(o.input.flags['reason'] ?? 'manual')
+  const lock = await acquireLock(lockFilePath(o.root), { reason, command: 'run' })
+  if (lock.brokeStale || lock.staleReason) log.warn({ holder: lock.brokeStale, why: lock.staleReason }, 'broke a stale lock left by an earlier run')
+  const t0 = performance.now()
+  const state: RunState = {
+    version: 1, runId, command: 'run', reason, mode: o.input.mode, pid: process.pid,
+    startedAt: new Date().toISOString(), outcome: 'running', phases: [],
+  }
+  const ctx: RunContext = { seams: o.makeSeams(log), log, scrubber, input: o.input }
+  const fill = () => {
+    const s = ctx.settings
+    if (s) Object.assign(state, { service: s.service, environment: s.environment, branch: s.branch, repository: s.repository })
+    if (ctx.release) Object.assign(state, { commit: ctx.release.commit, release: ctx.release.id })
+    if (ctx.liveRelease && ctx.liveRelease !== ctx.release?.id) state.previousRelease = ctx.liveRelease
+    if (ctx.hook) state.lifecycle = ctx.hook.description
+    if (ctx.url) state.url = ctx.url
+  }
+  const saveState = async (st: RunState) => {
+    fill()
+    await writeState(stateFilePath(o.root), scrubber.scrubDeep(st))
+  }
+  let failure: AgentError | undefined
+  try {
+    await saveState(state)
+    failure = await runPhases(RUN_PHASES, {
+      ctx, log, state, saveState,
+      onFailure: (c, err) => rollback(c, err),
+      async finally(c, ok) {
+        if (!c.hook) return { status: 'skipped', detail: 'no lifecycle hook resolved' }
+        const r = await c.hook.complete(ok ? 'CONTINUE' : 'ABANDON')
+        return r === 'completed' ? { detail: `${ok ? 'CONTINUE' : 'ABANDON'} sent (${c.hook.description})` } : { status: 'skipped', detail: `${r} (${c.hook.description})` }
+      },
+    })
+    if (!failure) {
+      const after = await runPhases(AFTER_SUCCESS, { ctx, log, state, saveState })
+      // a failed cleanup leaves an extra release on disk; the service is fine, so is the run
+      if (after) log.warn({ code: after.code }, `cleanup failed: ${after.message}`)
+    }
+    state.outcome = failure ? (ctx.rolledBack ? 'rolled-back' : 'failed') : 'success'
+    state.exitCode = failure ? failure.exitCode : ExitCode.ok
+    state.finishedAt = new Date().toISOString()
+    state.durationMs = Math.round(performance.now() - t0)
+    await saveState(state)
+    if (failure) log.error({ code: failure.code, remedy: failure.remedy, outcome: state.outcome }, failure.message)
+    log.info({ summary: { ...state, phases: undefined }, phases: state.phases.map(p => `${p.name}:${p.status}:${p.durationMs}ms`) }, `run finished: ${state.outcome}`)
+    if (o.pretty) printSummary(o.out, scrubber.scrubDeep(state))
+    return state.exitCode
+  } finally {
+    await lock.release()
+    log.flush()
+  }
+}

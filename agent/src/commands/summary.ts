@@ -1,0 +1,31 @@
+/** The human summary of a run (TTY), and of `status`. */
+import type { RunState } from '../state.js'
+
+const ms = (n: number | undefined) => (n === undefined ? '' : n >= 10_000 ? `${(n / 1000).toFixed(1)} s` : `${n} ms`)
+
+export const formatSummary = (st: RunState): string => {
+  const rows: [string, string | undefined][] = [
+    ['outcome', `${st.outcome}${st.exitCode === undefined ? '' : ` (exit ${st.exitCode})`}`],
+    ['service', st.service],
+    ['environment', st.environment],
+    ['branch', st.branch],
+    ['repository', st.repository],
+    ['commit', st.commit],
+    ['release', st.release],
+    ['previous release', st.previousRelease],
+    ['url', st.url],
+    ['lifecycle hook', st.lifecycle],
+    ['reason', `${st.reason} (${st.mode} mode)`],
+    ['started', st.startedAt],
+    ['duration', ms(st.durationMs)],
+  ]
+  const lines = rows.filter(([, v]) => v).map(([k, v]) => `  ${k.padEnd(17)} ${v}`)
+  lines.push('', '  phase       status    time      detail')
+  for (const p of st.phases) lines.push(`  ${p.name.padEnd(11)} ${p.status.padEnd(9)} ${ms(p.durationMs).padStart(8)}  ${p.detail ?? ''}`)
+  if (st.error) lines.push('', `  error: [${st.error.code}] ${st.error.message}`, `  remedy: ${st.error.remedy}`)
+  return `${lines.join('\n')}\n`
+}
+
+export const printSummary = (out: NodeJS.WritableStream, st: RunState): void => {
+  out.write(`\n${formatSummary(st)}`)
+}

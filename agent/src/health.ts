@@ -1,0 +1,109 @@
+/**
+ * The health gate: an HTTP probe from the manifest, or (by default) every PM2 instance `online`
+ * without a restart for a stable window. Fails early when PM2 reports the app errored or
+ * crash-looping, and the failure carries the tail of the service's logs (scrubbed of secrets).
+ */
+import { open } from 'node:fs/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { AgentError } from './errors.js'
+import type { HealthSpec } from './manifest.js'
+import type { Pm2, Pm2Process } from './pm2.js'
+
+export interface HealthInput {
+  app: string
+  health: HealthSpec
+  timeoutMs: number
+  stableMs: number
+  pm2: Pm2
+  logFiles: string[]
+  scrub: (s: string) => string
+  pollMs?: number
+}
+
+export interface HealthResult {
+  detail: string
+  url?: string
+}
+
+export const tailFile = async (file: string, lines: number, maxBytes = 16 * 1024): Promise<string[]> => {
+  const fh = await open(file, 'r').catch(() => undefined)
+  if (!fh) return []
+  try {
+    const { size } = await fh.stat()
+    const len = Math.min(size, maxBytes)
+    const buf = Buffer.alloc(len)
+    await fh.read(buf, 0, len, size - len)
+    return buf.toString('utf8').split('\n').filter(l => l.trim() !== '').slice(-lines)
+  } finally {
+    await fh.close()
+  }
+}
+
+const logTail = async (i: HealthInput): Promise<string> => {
+  const parts: string[] = []
+  for (const f of i.logFiles) {
+    const lines = await tailFile(f, 15)
+    if (lines.length) parts.push(`--- ${f} (last ${lines.length} lines)\n${lines.join('\n')}`)
+  }
+  return parts.length ? i.scrub(`\n${parts.join('\n')}`) : ' (the service wrote no log output)'
+}
+
+const fail = async (i: HealthInput, why: string): Promise<never> => {
+  throw new AgentError(`health check of "${i.app}" failed: ${why}.${await logTail(i)}`, {
+    code: 'HEALTH_FAILED',
+    remedy: 'fix the service so it starts and answers its health check; the previous good release keeps serving',
+  })
+}
+
+const appProcs = (list: Pm2Process[], app: string) => list.filter(p => p.name === app)
+
+const probe = async (url: string, timeoutMs: number): Promise<string | number> => {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), redirect: 'manual' })
+    await res.arrayBuffer().catch(() => undefined)
+    return res.status
+  } catch (e) {
+    const cause = e instanceof Error && e.cause instanceof Error ? e.cause.message : e instanceof Error ? e.message : String(e)
+    return cause
+  }
+}
+
+export const waitHealthy = async (i: HealthInput): Promise<HealthResult> => {
+  const poll = i.pollMs ?? 250
+  const deadline = Date.now() + (i.health.timeoutMs ?? i.timeoutMs)
+  const stableMs = i.health.kind === 'pm2' ? i.health.stableMs ?? i.stableMs : 0
+  let baseline: number | undefined
+  let onlineSince: number | undefined
+  let last = 'not checked yet'
+  for (;;) {
+    const procs = appProcs(await i.pm2.list(), i.app)
+    if (procs.length === 0) return fail(i, 'PM2 does not run it')
+    const bad = procs.find(p => p.status === 'errored' || p.status === 'stopped')
+    if (bad) return fail(i, `PM2 reports it ${bad.status} after ${bad.restarts} restart(s)`)
+    const restarts = procs.reduce((n, p) => n + p.restarts, 0)
+    const allOnline = procs.every(p => p.status === 'online')
+    if (i.health.kind === 'http') {
+      const r = allOnline ? await probe(i.health.url, Math.min(2000, poll * 8)) : 'not online yet'
+      if (r === i.health.expectStatus) return { detail: `${i.health.url} answered ${r}`, url: i.health.url }
+      last = typeof r === 'number' ? `status ${r}` : r
+    } else {
+      if (!allOnline || (baseline !== undefined && restarts > baseline)) {
+        baseline = restarts
+        onlineSince = undefined
+        last = allOnline ? `it restarted (${restarts} restarts)` : `status ${procs.map(p => p.status).join(',')}`
+      } else {
+        baseline ??= restarts
+        onlineSince ??= Date.now()
+        if (Date.now() - onlineSince >= stableMs) {
+          return { detail: `${procs.length} instance(s) online for ${Date.now() - onlineSince} ms without restarts` }
+        }
+        last = `online for ${Date.now() - onlineSince} ms`
+      }
+    }
+    if (Date.now() >= deadline) {
+      const what = i.health.kind === 'http' ? `${i.health.url} did not answer ${i.health.expectStatus}` : `it did not stay online for ${stableMs} ms`
+      return fail(i, `${what} within ${Math.round((i.health.timeoutMs ?? i.timeoutMs) / 1000)} s (last: ${last})`)
+    }
+    await sleep(poll)
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * Dependencies of a release: `npm ci` as the service user, no shell, bounded by a timeout, output
+ * streamed to the log. Skipped when a previous good release was installed from the same lockfile
+ * with the same Node ABI: its node_modules is copied instead (no lifecycle script runs again).
+ */
+import { createHash } from 'node:crypto'
+import { readFile, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import { AgentError, ConfigError, errnoCode } from './errors.js'
+import type { Exec } from './exec.js'
+
+/** Identity of an install: the lockfile bytes and the runtime the native modules were built for. */
+export const installKey = (lockfile: Buffer | string): string =>
+  createHash('sha256')
+    .update(lockfile)
+    .update(`\0${process.versions.node}\0${process.versions.modules}\0${process.platform}\0${process.arch}`)
+    .digest('hex')
+
+export const readInstallKey = async (dir: string): Promise<string | undefined> => {
+  try {
+    return installKey(await readFile(join(dir, 'package-lock.json')))
+  } catch (e) {
+    if (errnoCode(e) === 'ENOENT') return undefined
+    throw e
+  }
+}
+
+export interface NpmCiInput {
+  exec: Exec
+  dir: string
+  home: string
+  user: { uid: number; gid: number } | undefined
+  timeoutMs: number
+  onLine: (stream: 'stdout' | 'stderr', line: string) => void
+}
+
+export const npmCi = async (i: NpmCiInput): Promise<void> => {
+  if (!(await stat(join(i.dir, 'package-lock.json')).catch(() => undefined))) {
+    throw new ConfigError(`no package-lock.json in ${i.dir}`, 'commit package-lock.json (npm ci needs it for a reproducible install)', 'LOCKFILE_MISSING')
+  }
+  const r = await i.exec.run('npm', ['ci', '--no-audit', '--no-fund', '--no-update-notifier'], {
+    cwd: i.dir,
+    env: {
+      PATH: `${join(process.execPath, '..')}:/usr/local/bin:/usr/bin:/bin`,
+      HOME: i.home,
+      npm_config_cache: join(i.home, '.npm'),
+      npm_config_update_notifier: 'false',
+      LANG: 'C.UTF-8',
+      CI: 'true',
+    },
+    timeoutMs: i.timeoutMs,
+    ...(i.user ?? {}),
+    onLine: i.onLine,
+  })
+  if (r.exitCode !== 0) {
+    const tail = (r.stderr || r.stdout).trim().split('\n').slice(-8).join('\n')
+    throw new AgentError(
+      r.timedOut
+        ? `npm ci timed out after ${Math.round(i.timeoutMs / 1000)} s in ${i.dir}`
+        : `npm ci failed (exit ${r.exitCode}) in ${i.dir}:\n${tail}`,
+      {
+        code: r.timedOut ? 'NPM_CI_TIMEOUT' : 'NPM_CI_FAILED',
+        remedy: r.timedOut ? 'raise BOOTSTRAP_INSTALL_TIMEOUT or check the registry is reachable' : 'fix package.json/package-lock.json (run npm ci locally) and push a new commit',
+        retryable: r.timedOut,
+      },
+    )
+  }
+}
+
+/** Reuse: copy the previous good release's node_modules (same install key) with `cp -a`, run as
+ * the service user so the copy is owned by it (reflinks where the filesystem has them). */
+export const copyNodeModules = async (exec: Exec, fromDir: string, toDir: string, user: { uid: number; gid: number } | undefined): Promise<boolean> => {
+  const src = join(fromDir, 'node_modules')
+  if (!(await stat(src).catch(() => undefined))) return false
+  const r = await exec.run('cp', ['-a', '--reflink=auto', '--', src, join(toDir, 'node_modules')], {
+    env: { PATH: '/usr/bin:/bin', LANG: 'C' },
+    timeoutMs: 300_000,
+    ...(user ?? {}),
+  })
+  if (r.exitCode !== 0) {
+    throw new AgentError(`copying node_modules from ${fromDir} failed: ${r.stderr.trim()}`, { code: 'INSTALL_REUSE_FAILED', remedy: 'check free disk space; the next run falls back to npm ci' })
+  }
+  return true
+}

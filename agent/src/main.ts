@@ -1,0 +1,88 @@
+/**
+ * main(argv, env): parse the command line, run one command, map any error to an exit code
+ * (design.md section 6). The one top-level catch; only bin.ts calls process.exit.
+ */
+import { createRequire } from 'node:module'
+import { resolve } from 'node:path'
+import { readAgentEnv } from './agent-env.js'
+import { helpFor, parseCli } from './cli-args.js'
+import { planCommandOutput } from './commands/plan-output.js'
+import { runCommand } from './commands/run.js'
+import { statusCommand } from './commands/status.js'
+import { ConfigError, ExitCode, toAgentError } from './errors.js'
+import { parseTagFlags } from './identity.js'
+import { createLocalSeams } from './local-seams.js'
+import type { Logger } from './logger.js'
+import { MANIFEST_SCHEMA } from './manifest-schema.js'
+import { agentEnvPath } from './paths.js'
+import type { Seams } from './run-context.js'
+import type { Mode, SettingsInput } from './settings.js'
+
+export interface Io {
+  stdout: NodeJS.WriteStream
+  stderr: NodeJS.WriteStream
+}
+
+const readVersion = (): string => {
+  const require = createRequire(import.meta.url)
+  // dist/main.js and agent/src/main.ts sit at different depths below package.json
+  for (const rel of ['../package.json', '../../package.json']) {
+    try {
+      const pkg: unknown = require(rel)
+      if (typeof pkg === 'object' && pkg !== null && 'version' in pkg && typeof pkg.version === 'string') return pkg.version
+    } catch {
+      // try the next candidate
+    }
+  }
+  return 'unknown'
+}
+
+export const VERSION: string = readVersion()
+
+const seamsFor = (mode: Mode, tags: Record<string, string>) => (log: Logger): Seams => {
+  if (mode === 'local') return createLocalSeams(tags, log)
+  throw new ConfigError(
+    'AWS mode (IMDSv2, Secrets Manager, Parameter Store, lifecycle hooks) is not in this build yet',
+    'use --local (or BOOTSTRAP_LOCAL=1) with --tag and --secrets-file',
+    'AWS_MODE_UNAVAILABLE',
+  )
+}
+
+export const main = async (argv: readonly string[], env: NodeJS.ProcessEnv, io: Io): Promise<number> => {
+  try {
+    const args = parseCli(argv)
+    if (args.command === 'version') {
+      io.stdout.write(`${VERSION}\n`)
+      return ExitCode.ok
+    }
+    if (args.command === 'help' || args.help) {
+      io.stdout.write(`${helpFor(args.command)}\n`)
+      return ExitCode.ok
+    }
+    if (args.command === 'manifest-schema') {
+      io.stdout.write(`${JSON.stringify(MANIFEST_SCHEMA, null, 2)}\n`)
+      return ExitCode.ok
+    }
+    const mode: Mode = args.flags['local'] === true || env['BOOTSTRAP_LOCAL'] === '1' ? 'local' : 'aws'
+    const rootRaw = typeof args.flags['root'] === 'string' ? args.flags['root'] : env['BOOTSTRAP_ROOT'] || (mode === 'local' ? '.bootstrap-local' : '/')
+    const root = resolve(rootRaw)
+    const json = args.flags['json'] === true
+    if (args.command === 'status') return await statusCommand(root, json, io.stdout)
+    const input: Omit<SettingsInput, 'tags'> = {
+      flags: { ...args.flags, root },
+      env,
+      agentEnv: await readAgentEnv(agentEnvPath(root)),
+      mode,
+    }
+    const tags = parseTagFlags(args.tags)
+    const makeSeams = seamsFor(mode, tags)
+    if (args.command === 'plan' || args.flags['dry-run'] === true) {
+      return await planCommandOutput(input, makeSeams, json, io)
+    }
+    return await runCommand({ input, root, makeSeams, out: io.stdout, pretty: io.stdout.isTTY === true && !json })
+  } catch (e) {
+    const err = toAgentError(e)
+    io.stderr.write(`bootstrap-agent: error [${err.code}]: ${err.message}\n  what to do: ${err.remedy}\n`)
+    return err.exitCode
+  }
+}

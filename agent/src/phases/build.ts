@@ -1,0 +1,54 @@
+import { join } from 'node:path'
+import { AgentError } from '../errors.js'
+import { readInstallKey } from '../install.js'
+import { markReleaseComplete } from '../releases.js'
+import type { Phase } from '../runner.js'
+import { need, type RunContext } from '../run-context.js'
+
+/**
+ * The manifest's build command (as the service user, no shell, no secrets in its environment),
+ * then the release is marked complete: only a complete release can become `current`.
+ */
+export const build: Phase<RunContext> = {
+  name: 'build',
+  async run(ctx) {
+    const rel = need(ctx.release, 'release')
+    if (rel.reused) return { status: 'skipped', detail: 'release already live' }
+    const spec = need(ctx.spec, 'spec')
+    const s = need(ctx.settings, 'settings')
+    const p = need(ctx.paths, 'paths')
+    let detail: string | undefined
+    if (spec.build) {
+      const [file, ...args] = spec.build
+      const log = ctx.log.child({ phase: 'build', cmd: spec.build.join(' ') })
+      const r = await ctx.seams.exec.run(file ?? '', args, {
+        cwd: rel.serviceDir,
+        env: {
+          PATH: `${join(process.execPath, '..')}:${join(rel.serviceDir, 'node_modules/.bin')}:/usr/local/bin:/usr/bin:/bin`,
+          HOME: p.home,
+          npm_config_cache: join(p.home, '.npm'),
+          NODE_ENV: 'production',
+          LANG: 'C.UTF-8',
+          CI: 'true',
+        },
+        timeoutMs: s.buildTimeoutMs,
+        ...(ctx.user?.switchTo ?? {}),
+        onLine: (stream, line) => log.debug({ stream }, line),
+      })
+      if (r.exitCode !== 0) {
+        const tail = ctx.scrubber.scrub((r.stderr || r.stdout).trim().split('\n').slice(-8).join('\n'))
+        throw new AgentError(`build command ${JSON.stringify(spec.build)} ${r.timedOut ? 'timed out' : `failed (exit ${r.exitCode})`}:\n${tail}`, {
+          code: r.timedOut ? 'BUILD_TIMEOUT' : 'BUILD_FAILED',
+          remedy: 'fix the build (run it locally) and push a new commit',
+        })
+      }
+      detail = spec.build.join(' ')
+    }
+    const installKey = spec.hasPackageJson ? await readInstallKey(rel.serviceDir) : undefined
+    await markReleaseComplete(rel.dir, {
+      id: rel.id, commit: rel.commit, branch: s.branch, createdAt: ctx.seams.now().toISOString(),
+      ...(installKey ? { installKey } : {}),
+    })
+    return detail ? { detail } : { status: 'skipped', detail: 'no build command; release marked complete' }
+  },
+}

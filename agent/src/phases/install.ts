@@ -1,0 +1,40 @@
+import { join } from 'node:path'
+import { copyNodeModules, npmCi, readInstallKey } from '../install.js'
+import { listReleases, readReleaseMeta } from '../releases.js'
+import type { Phase } from '../runner.js'
+import { need, type RunContext } from '../run-context.js'
+
+/** `npm ci`, or a copy of node_modules from the newest good release with the same install key. */
+export const install: Phase<RunContext> = {
+  name: 'install',
+  async run(ctx) {
+    const rel = need(ctx.release, 'release')
+    const spec = need(ctx.spec, 'spec')
+    if (rel.reused) return { status: 'skipped', detail: 'release already live' }
+    if (!spec.hasPackageJson) return { status: 'skipped', detail: 'no package.json' }
+    const s = need(ctx.settings, 'settings')
+    const p = need(ctx.paths, 'paths')
+    const key = await readInstallKey(rel.serviceDir)
+    if (key) {
+      for (const id of (await listReleases(p.serviceDir)).reverse()) {
+        if (id === rel.id) continue
+        const dir = join(p.releasesDir, id)
+        const meta = await readReleaseMeta(dir)
+        if (!meta?.good || meta.installKey !== key) continue
+        if (await copyNodeModules(ctx.seams.exec, join(dir, spec.path), rel.serviceDir, ctx.user?.switchTo)) {
+          return { status: 'skipped', detail: `lockfile and Node ABI unchanged: node_modules reused from ${id}` }
+        }
+      }
+    }
+    const log = ctx.log.child({ phase: 'install', cmd: 'npm ci' })
+    await npmCi({
+      exec: ctx.seams.exec,
+      dir: rel.serviceDir,
+      home: p.home,
+      user: ctx.user?.switchTo,
+      timeoutMs: s.installTimeoutMs,
+      onLine: (stream, line) => log.debug({ stream }, line),
+    })
+    return { detail: 'npm ci' }
+  },
+}

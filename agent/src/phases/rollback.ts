@@ -1,0 +1,44 @@
+import { join } from 'node:path'
+import { writeFileAtomic } from '../atomic-write.js'
+import type { AgentError } from '../errors.js'
+import { waitHealthy } from '../health.js'
+import { readReleaseMeta, switchCurrent } from '../releases.js'
+import type { PhaseResult } from '../runner.js'
+import type { RunContext } from '../run-context.js'
+
+/**
+ * After a failure past `switch`: put back what was live (the previous release and env file) and
+ * reload it; with nothing to go back to, stop the app so a broken release is not left serving.
+ * Before `switch` nothing live changed, so there is nothing to do.
+ */
+export const rollback = async (ctx: RunContext, _err: AgentError): Promise<PhaseResult> => {
+  const sw = ctx.switched
+  const p = ctx.paths
+  const s = ctx.settings
+  const spec = ctx.spec
+  if (!sw || !p || !s || !spec) return { status: 'skipped', detail: 'nothing live was changed' }
+  const pm2 = (ctx.pm2 ??= ctx.seams.pm2(s, p, ctx.user))
+  const prevMeta = sw.previousRelease ? await readReleaseMeta(join(p.releasesDir, sw.previousRelease)) : undefined
+  const canRestore = sw.release ? prevMeta?.good === true : true
+  if (!canRestore) {
+    if (ctx.started) {
+      await pm2.delete(spec.name).catch(() => undefined)
+      await pm2.save()
+    }
+    return { detail: `no previous good release: ${spec.name} stopped` }
+  }
+  if (sw.env && ctx.previousEnvText !== undefined) {
+    await writeFileAtomic(p.envFile, ctx.previousEnvText, { mode: 0o600, ...(ctx.user?.switchTo ?? {}) })
+  }
+  if (sw.release && sw.previousRelease) await switchCurrent(p.serviceDir, sw.previousRelease)
+  ctx.rolledBack = true
+  if (ctx.started) {
+    await pm2.reload(p.ecosystem)
+    await pm2.save()
+    await waitHealthy({
+      app: spec.name, health: spec.health, timeoutMs: s.healthTimeoutMs, stableMs: s.stableWindowMs, pm2,
+      logFiles: [join(p.appLogDir, `${spec.name}-error.log`)], scrub: t => ctx.scrubber.scrub(t),
+    })
+  }
+  return { detail: `back on ${sw.previousRelease ?? 'the previous env file'}${ctx.started ? ', healthy' : ''}` }
+}

@@ -1,0 +1,47 @@
+import { readFile } from 'node:fs/promises'
+import { writeFileAtomic } from '../atomic-write.js'
+import { buildEcosystem } from '../ecosystem.js'
+import { errnoCode } from '../errors.js'
+import { agentFile } from '../agent-files.js'
+import type { Phase } from '../runner.js'
+import { need, type RunContext } from '../run-context.js'
+
+/**
+ * PM2: (re)write the ecosystem file, then start the app (new, or its definition changed) or
+ * reload it (new release or new secrets), and `pm2 save` so PM2's resurrection at reboot brings
+ * back exactly this. An app already online with nothing changed is left alone.
+ */
+export const start: Phase<RunContext> = {
+  name: 'start',
+  async run(ctx) {
+    const s = need(ctx.settings, 'settings')
+    const p = need(ctx.paths, 'paths')
+    const spec = need(ctx.spec, 'spec')
+    const pm2 = (ctx.pm2 ??= ctx.seams.pm2(s, p, ctx.user))
+    const eco = `${JSON.stringify(buildEcosystem({
+      spec, current: p.current, envFile: p.envFile, appLogDir: p.appLogDir,
+      preload: agentFile('env-preload.js'), wrapper: agentFile('run-with-env.js'), npmBin: 'npm',
+    }), null, 2)}\n`
+    let previous: string | undefined
+    try {
+      previous = await readFile(p.ecosystem, 'utf8')
+    } catch (e) {
+      if (errnoCode(e) !== 'ENOENT') throw e
+    }
+    if (previous !== eco) await writeFileAtomic(p.ecosystem, eco, { mode: 0o644 })
+    const procs = (await pm2.list()).filter(x => x.name === spec.name)
+    let detail: string
+    if (procs.length === 0 || previous !== eco) {
+      await pm2.start(p.ecosystem, spec.name, procs.length > 0)
+      detail = procs.length === 0 ? 'started' : 'definition changed: recreated'
+    } else if (ctx.switched || procs.some(x => x.status !== 'online')) {
+      await pm2.reload(p.ecosystem)
+      detail = 'reloaded'
+    } else {
+      return { status: 'skipped', detail: 'already online, nothing changed' }
+    }
+    ctx.started = true
+    await pm2.save()
+    return { detail: `${spec.name} ${detail} (PM2_HOME=${p.pm2Home})` }
+  },
+}

@@ -1,0 +1,30 @@
+import { join } from 'node:path'
+import { waitHealthy } from '../health.js'
+import { markReleaseGood } from '../releases.js'
+import type { Phase } from '../runner.js'
+import { need, type RunContext } from '../run-context.js'
+
+/** The health gate; a pass marks the release good (a rollback target from now on). */
+export const verify: Phase<RunContext> = {
+  name: 'verify',
+  async run(ctx) {
+    const s = need(ctx.settings, 'settings')
+    const p = need(ctx.paths, 'paths')
+    const spec = need(ctx.spec, 'spec')
+    const rel = need(ctx.release, 'release')
+    const pm2 = (ctx.pm2 ??= ctx.seams.pm2(s, p, ctx.user))
+    const r = await waitHealthy({
+      app: spec.name,
+      health: spec.health,
+      timeoutMs: s.healthTimeoutMs,
+      // nothing was restarted: the app has been online all along, no need to watch it again
+      stableMs: ctx.started ? s.stableWindowMs : 0,
+      pm2,
+      logFiles: [join(p.appLogDir, `${spec.name}-error.log`), join(p.appLogDir, `${spec.name}-out.log`)],
+      scrub: t => ctx.scrubber.scrub(t),
+    })
+    if (r.url) ctx.url = r.url
+    await markReleaseGood(rel.dir)
+    return { detail: r.detail }
+  },
+}

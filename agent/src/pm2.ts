@@ -1,0 +1,110 @@
+/**
+ * The Pm2 seam: PM2's CLI run as the service user with its own PM2_HOME. The environment passed
+ * is minimal on purpose: PM2 copies the CLI's environment into every app's stored env (dump.pm2,
+ * `pm2 env`), so nothing but PATH/HOME/PM2_HOME may be in it.
+ */
+import { createRequire } from 'node:module'
+import { dirname, join } from 'node:path'
+import { AgentError } from './errors.js'
+import type { Exec } from './exec.js'
+
+export interface Pm2Process {
+  name: string
+  pmId: number
+  pid: number
+  status: string
+  restarts: number
+  uptimeSince: number | undefined
+}
+
+export interface Pm2 {
+  list(): Promise<Pm2Process[]>
+  /** start the ecosystem's apps; `recreate` deletes the named app first (its definition changed) */
+  start(ecosystemFile: string, appName: string, recreate: boolean): Promise<void>
+  /** graceful reload of the apps in the ecosystem (cluster: zero downtime; fork: restart) */
+  reload(ecosystemFile: string): Promise<void>
+  delete(appName: string): Promise<void>
+  save(): Promise<void>
+  /** stops the daemon and every app it runs */
+  kill(): Promise<void>
+}
+
+export interface Pm2Options {
+  exec: Exec
+  pm2Home: string
+  home: string
+  user: { uid: number; gid: number } | undefined
+  timeoutMs?: number
+  onLine?: (stream: 'stdout' | 'stderr', line: string) => void
+}
+
+const require = createRequire(import.meta.url)
+export const PM2_BIN = join(dirname(require.resolve('pm2/package.json')), 'bin', 'pm2')
+
+export const pm2Env = (home: string, pm2Home: string): Record<string, string> => ({
+  PATH: `${dirname(process.execPath)}:/usr/local/bin:/usr/bin:/bin`,
+  HOME: home,
+  PM2_HOME: pm2Home,
+  PM2_DISABLE_VERSION_CHECK: 'true',
+  LANG: 'C.UTF-8',
+})
+
+const parseList = (stdout: string): Pm2Process[] => {
+  // the daemon's first start prints banner lines before the JSON
+  const start = stdout.indexOf('[')
+  if (start < 0) return []
+  const data: unknown = JSON.parse(stdout.slice(start))
+  if (!Array.isArray(data)) return []
+  return data.map((p: Record<string, unknown>): Pm2Process => {
+    const env = (typeof p['pm2_env'] === 'object' && p['pm2_env'] !== null ? p['pm2_env'] : {}) as Record<string, unknown>
+    return {
+      name: String(p['name']),
+      pmId: Number(p['pm_id']),
+      pid: Number(p['pid']),
+      status: String(env['status']),
+      restarts: Number(env['restart_time'] ?? 0) + Number(env['unstable_restarts'] ?? 0),
+      uptimeSince: typeof env['pm_uptime'] === 'number' ? env['pm_uptime'] : undefined,
+    }
+  })
+}
+
+export const createPm2 = (o: Pm2Options): Pm2 => {
+  const run = async (args: string[], what: string) => {
+    const r = await o.exec.run(process.execPath, [PM2_BIN, ...args], {
+      env: pm2Env(o.home, o.pm2Home),
+      cwd: o.home,
+      timeoutMs: o.timeoutMs ?? 120_000,
+      ...(o.user ?? {}),
+      ...(o.onLine ? { onLine: o.onLine } : {}),
+    })
+    if (r.exitCode !== 0) {
+      throw new AgentError(`pm2 ${what} failed (exit ${r.timedOut ? 'timeout' : r.exitCode}): ${(r.stderr || r.stdout).trim().split('\n').slice(-5).join(' | ')}`, {
+        code: 'PM2_FAILED',
+        remedy: `inspect with: sudo -u <service user> PM2_HOME=${o.pm2Home} pm2 logs`,
+      })
+    }
+    return r
+  }
+  return {
+    async list() {
+      const r = await run(['jlist'], 'jlist')
+      return parseList(r.stdout)
+    },
+    async start(eco, appName, recreate) {
+      if (recreate) await run(['delete', appName], `delete ${appName}`).catch(() => undefined)
+      await run(['start', eco], 'start')
+    },
+    async reload(eco) {
+      await run(['reload', eco, '--update-env'], 'reload')
+    },
+    async delete(appName) {
+      await run(['delete', appName], `delete ${appName}`)
+    },
+    async save() {
+      await run(['save', '--force'], 'save')
+    },
+    async kill() {
+      await run(['kill'], 'kill')
+    },
+  }
+}

@@ -1,0 +1,74 @@
+/**
+ * What a run's phases share: the seams (created by main, faked in unit tests), the settings once
+ * resolved, and the facts each phase finds for the next. Phases read and fill it; the runner owns
+ * timing, logging and state.
+ */
+import type { Exec } from './exec.js'
+import type { Git, GitCredential } from './git.js'
+import type { Identity, InstanceIdentity } from './identity.js'
+import type { LifecycleHook } from './lifecycle-hook.js'
+import type { Logger } from './logger.js'
+import type { ServiceSpec } from './manifest.js'
+import type { Paths } from './paths.js'
+import type { Pm2 } from './pm2.js'
+import type { Scrubber } from './redact.js'
+import type { MergedSecrets, SecretsSource } from './secrets-source.js'
+import type { ServiceUser } from './service-user.js'
+import type { Settings, SettingsInput } from './settings.js'
+
+export interface Seams {
+  exec: Exec
+  identity: Identity
+  /** built once the settings are known (timeouts, attempts come from them) */
+  git: (s: Settings) => Git
+  secrets: (s: Settings) => SecretsSource
+  pm2: (s: Settings, p: Paths, user: ServiceUser | undefined) => Pm2
+  hook: (s: Settings, id: InstanceIdentity) => LifecycleHook
+  now: () => Date
+}
+
+export interface Release {
+  id: string
+  /** <serviceDir>/releases/<id> */
+  dir: string
+  /** the service's directory inside the release (monorepo path applied) */
+  serviceDir: string
+  commit: string
+  /** true when the live release already has the remote commit */
+  reused: boolean
+}
+
+export interface RunContext {
+  readonly seams: Seams
+  readonly log: Logger
+  readonly scrubber: Scrubber
+  readonly input: Omit<SettingsInput, 'tags'>
+  identity?: InstanceIdentity
+  settings?: Settings
+  paths?: Paths
+  user?: ServiceUser
+  hook?: LifecycleHook
+  pm2?: Pm2
+  credential?: GitCredential
+  remoteCommit?: string
+  /** release `current` pointed to when the run started */
+  liveRelease?: string
+  release?: Release
+  spec?: ServiceSpec
+  secrets?: MergedSecrets
+  envText?: string
+  /** env file content before this run (undefined: there was none) */
+  previousEnvText?: string
+  envChanged?: boolean
+  /** set once `switch` changed what is live: failure from here on needs a rollback */
+  switched?: { release: boolean; env: boolean; previousRelease: string | undefined }
+  started?: boolean
+  rolledBack?: boolean
+  url?: string
+}
+
+/** Narrowing for values a previous phase must have set; a missing one is a bug in the phase order. */
+export const need = <T>(value: T | undefined, what: string): T => {
+  if (value === undefined) throw new Error(`internal: ${what} is not set (phase order)`)
+  return value
+}

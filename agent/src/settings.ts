@@ -1,0 +1,276 @@
+/**
+ * All configuration, parsed once into one read-only Settings.
+ * Precedence: CLI flags > environment (BOOTSTRAP_*; the process environment wins over the
+ * agent.env file user-data writes) > instance tags > defaults. Every option is a row of
+ * OPTIONS, so help text, the README's configuration reference and the parser cannot drift apart.
+ */
+import { ConfigError } from './errors.js'
+import { checkBranchName, checkEnvironmentName, checkRepositoryUrl, checkServiceName, quote } from './names.js'
+
+export type Mode = 'local' | 'aws'
+export const REASONS = ['boot', 'ssm', 'manual'] as const
+export type Reason = (typeof REASONS)[number]
+
+export interface TagKeys {
+  service: string
+  environment: string
+  repository: string
+  branch: string
+}
+
+export interface Settings {
+  readonly mode: Mode
+  readonly reason: Reason
+  readonly dryRun: boolean
+  readonly root: string
+  readonly service: string
+  readonly environment: string
+  readonly branch: string
+  /** where the branch came from, for the plan and the log */
+  readonly branchSource: 'flag' | 'env' | 'tag' | 'branch-map'
+  readonly repository: string
+  readonly branchMap: Readonly<Record<string, string>>
+  readonly tagKeys: Readonly<TagKeys>
+  readonly serviceUser: string | undefined
+  readonly keepReleases: number
+  readonly gitTimeoutMs: number
+  readonly gitAttempts: number
+  readonly installTimeoutMs: number
+  readonly buildTimeoutMs: number
+  readonly healthTimeoutMs: number
+  readonly stableWindowMs: number
+  /** Secrets Manager ids in precedence order (later wins); a trailing `?` marks one optional */
+  readonly secretIds: readonly string[]
+  /** SSM Parameter Store paths in precedence order (later wins, and parameters win over secrets) */
+  readonly parameterPaths: readonly string[]
+  /** secret holding the git credential ({"username","token"} or {"sshPrivateKey"}) */
+  readonly gitCredentialSecret: string | undefined
+  readonly localSecretsFile: string | undefined
+  readonly manifestFile: string
+  readonly logLevel: string
+  readonly json: boolean
+}
+
+/** Raw string inputs per source: keys are option names (e.g. `keepReleases`). */
+export interface SettingsInput {
+  flags: Readonly<Record<string, string | boolean | undefined>>
+  env: Readonly<Record<string, string | undefined>>
+  /** values from the agent.env file (same BOOTSTRAP_* names), below the process environment */
+  agentEnv: Readonly<Record<string, string>>
+  tags: Readonly<Record<string, string>>
+  mode: Mode
+}
+
+interface Option {
+  name: keyof Settings | 'tagService' | 'tagEnvironment' | 'tagRepository' | 'tagBranch'
+  flag: string
+  env: string
+  describe: string
+  default?: string
+}
+
+export const OPTIONS: readonly Option[] = [
+  { name: 'root', flag: 'root', env: 'BOOTSTRAP_ROOT', describe: 'directory everything lives under (/ on an instance; a sandbox in local mode)', default: '/' },
+  { name: 'service', flag: 'service', env: 'BOOTSTRAP_SERVICE', describe: 'service to run on this instance (else the Service tag)' },
+  { name: 'environment', flag: 'environment', env: 'BOOTSTRAP_ENVIRONMENT', describe: 'test | stage | prod ... (else the Environment tag)' },
+  { name: 'branch', flag: 'branch', env: 'BOOTSTRAP_BRANCH', describe: 'branch override (else the Branch tag, else the branch map)' },
+  { name: 'repository', flag: 'repository', env: 'BOOTSTRAP_REPOSITORY', describe: 'git URL (else the Repository tag)' },
+  { name: 'branchMap', flag: 'branch-map', env: 'BOOTSTRAP_BRANCH_MAP', describe: 'environment=branch pairs', default: 'test=test,stage=stage,prod=main' },
+  { name: 'tagService', flag: 'tag-key-service', env: 'BOOTSTRAP_TAG_KEY_SERVICE', describe: 'tag key holding the service', default: 'Service' },
+  { name: 'tagEnvironment', flag: 'tag-key-environment', env: 'BOOTSTRAP_TAG_KEY_ENVIRONMENT', describe: 'tag key holding the environment', default: 'Environment' },
+  { name: 'tagRepository', flag: 'tag-key-repository', env: 'BOOTSTRAP_TAG_KEY_REPOSITORY', describe: 'tag key holding the repository URL', default: 'Repository' },
+  { name: 'tagBranch', flag: 'tag-key-branch', env: 'BOOTSTRAP_TAG_KEY_BRANCH', describe: 'tag key holding a branch override', default: 'Branch' },
+  { name: 'serviceUser', flag: 'service-user', env: 'BOOTSTRAP_SERVICE_USER', describe: 'unprivileged user that runs npm ci, builds and the service when the agent is root (created if missing)', default: 'bootstrap-app' },
+  { name: 'keepReleases', flag: 'keep-releases', env: 'BOOTSTRAP_KEEP_RELEASES', describe: 'good releases to keep on disk (1-50)', default: '3' },
+  { name: 'gitTimeoutMs', flag: 'git-timeout', env: 'BOOTSTRAP_GIT_TIMEOUT', describe: 'seconds per git attempt', default: '120' },
+  { name: 'gitAttempts', flag: 'git-attempts', env: 'BOOTSTRAP_GIT_ATTEMPTS', describe: 'git attempts for transient failures (1-10)', default: '3' },
+  { name: 'installTimeoutMs', flag: 'install-timeout', env: 'BOOTSTRAP_INSTALL_TIMEOUT', describe: 'seconds for npm ci', default: '900' },
+  { name: 'buildTimeoutMs', flag: 'build-timeout', env: 'BOOTSTRAP_BUILD_TIMEOUT', describe: 'seconds for the manifest build command', default: '900' },
+  { name: 'healthTimeoutMs', flag: 'health-timeout', env: 'BOOTSTRAP_HEALTH_TIMEOUT', describe: 'seconds to wait for the health gate (the manifest may set its own)', default: '60' },
+  { name: 'stableWindowMs', flag: 'stable-window', env: 'BOOTSTRAP_STABLE_WINDOW', describe: 'seconds a PM2 app must stay online without restarts when no HTTP health check is declared', default: '3' },
+  { name: 'secretIds', flag: 'secret-ids', env: 'BOOTSTRAP_SECRET_IDS', describe: 'comma-separated Secrets Manager ids, later wins; {environment} and {service} are replaced; a trailing ? marks one optional', default: '{environment}/{service}' },
+  { name: 'parameterPaths', flag: 'parameter-paths', env: 'BOOTSTRAP_PARAMETER_PATHS', describe: 'comma-separated SSM Parameter Store paths, later wins, parameters win over secrets', default: '/{environment}/{service}/' },
+  { name: 'gitCredentialSecret', flag: 'git-credential-secret', env: 'BOOTSTRAP_GIT_CREDENTIAL_SECRET', describe: 'secret id holding {"username","token"} or {"sshPrivateKey"} for a private repository' },
+  { name: 'localSecretsFile', flag: 'secrets-file', env: 'BOOTSTRAP_SECRETS_FILE', describe: 'local mode: JSON file standing in for Secrets Manager and Parameter Store' },
+  { name: 'manifestFile', flag: 'manifest', env: 'BOOTSTRAP_MANIFEST', describe: 'manifest file name at the repository root', default: 'bootstrap-agent.json' },
+  { name: 'logLevel', flag: 'log-level', env: 'BOOTSTRAP_LOG_LEVEL', describe: 'trace | debug | info | warn | error', default: 'info' },
+]
+
+const bad = (msg: string, remedy: string): never => {
+  throw new ConfigError(msg, remedy)
+}
+
+interface Picked {
+  value: string
+  from: string
+}
+
+const pick = (input: SettingsInput, opt: Option, tagKey?: string): Picked | undefined => {
+  const flag = input.flags[opt.flag]
+  if (typeof flag === 'string') return { value: flag, from: `--${opt.flag}` }
+  const env = input.env[opt.env]
+  if (env !== undefined && env !== '') return { value: env, from: opt.env }
+  const fileEnv = input.agentEnv[opt.env]
+  if (fileEnv !== undefined && fileEnv !== '') return { value: fileEnv, from: `${opt.env} (agent.env)` }
+  if (tagKey !== undefined) {
+    const tag = input.tags[tagKey]
+    if (tag !== undefined) return { value: tag, from: `tag ${tagKey}` }
+  }
+  if (opt.default !== undefined) return { value: opt.default, from: 'default' }
+  return undefined
+}
+
+const option = (name: Option['name']): Option => {
+  const o = OPTIONS.find(x => x.name === name)
+  if (!o) throw new Error(`unknown option ${name}`)
+  return o
+}
+
+const intIn = (p: Picked, min: number, max: number, unit: number): number => {
+  if (!/^\d+$/.test(p.value) || Number(p.value) < min || Number(p.value) > max) {
+    bad(`${p.from} = ${quote(p.value)} is not valid: expected a whole number from ${min} to ${max}`, `fix ${p.from}`)
+  }
+  return Number(p.value) * unit
+}
+
+export const parseBranchMap = (p: Picked): Record<string, string> => {
+  const map: Record<string, string> = {}
+  for (const pair of p.value.split(',').map(s => s.trim()).filter(Boolean)) {
+    const m = /^([^=]+)=(.+)$/.exec(pair)
+    const env = m?.[1]?.trim()
+    const branch = m?.[2]?.trim()
+    if (!env || !branch) {
+      return bad(`${p.from} = ${quote(p.value)} is not valid: expected environment=branch pairs separated by commas, e.g. "test=test,stage=stage,prod=main"`, `fix ${p.from}`)
+    }
+    const e = checkEnvironmentName(env) ?? checkBranchName(branch)
+    if (e) bad(`${p.from}: ${e}`, `fix ${p.from}`)
+    map[env] = branch
+  }
+  return map
+}
+
+const list = (p: Picked | undefined): string[] =>
+  (p?.value ?? '').split(',').map(s => s.trim()).filter(Boolean)
+
+/** `{environment}/{service}` templates; the names were validated, so they cannot inject paths. */
+const expand = (tpl: string, env: string, service: string): string =>
+  tpl.replaceAll('{environment}', env).replaceAll('{service}', service)
+
+const required = (p: Picked | undefined, what: string, opt: Option, tagKey: string, mode: Mode): Picked => {
+  if (p && p.value.trim() !== '') return p
+  const tagHow = mode === 'local'
+    ? `--tag ${tagKey}=<value>`
+    : `the instance tag "${tagKey}" (and allow instance metadata tags or ec2:DescribeTags)`
+  return bad(`the ${what} is not set`, `set it with ${tagHow}, --${opt.flag}, or ${opt.env} in the environment or agent.env`)
+}
+
+export const resolveSettings = (input: SettingsInput): Settings => {
+  const get = (name: Option['name'], tagKey?: string) => pick(input, option(name), tagKey)
+  const tagKeys: TagKeys = {
+    service: get('tagService')!.value,
+    environment: get('tagEnvironment')!.value,
+    repository: get('tagRepository')!.value,
+    branch: get('tagBranch')!.value,
+  }
+
+  const service = required(get('service', tagKeys.service), 'service', option('service'), tagKeys.service, input.mode)
+  const serviceErr = checkServiceName(service.value)
+  if (serviceErr) bad(`${service.from}: ${serviceErr}`, `fix ${service.from}`)
+
+  const environment = required(get('environment', tagKeys.environment), 'environment', option('environment'), tagKeys.environment, input.mode)
+  const envErr = checkEnvironmentName(environment.value)
+  if (envErr) bad(`${environment.from}: ${envErr}`, `fix ${environment.from}`)
+
+  const branchMap = parseBranchMap(get('branchMap')!)
+  const explicitBranch = get('branch', tagKeys.branch)
+  let branch: string
+  let branchSource: Settings['branchSource']
+  if (explicitBranch) {
+    const e = checkBranchName(explicitBranch.value)
+    if (e) bad(`${explicitBranch.from}: ${e}`, `fix ${explicitBranch.from}`)
+    branch = explicitBranch.value
+    branchSource = explicitBranch.from.startsWith('--') ? 'flag' : explicitBranch.from.startsWith('tag') ? 'tag' : 'env'
+  } else {
+    const mapped = branchMap[environment.value]
+    if (mapped === undefined) {
+      return bad(
+        `no branch for environment ${quote(environment.value)} (from ${environment.from}): the branch map knows ${Object.keys(branchMap).map(k => quote(k)).join(', ')}`,
+        `use one of those environments, add "${environment.value}=<branch>" to BOOTSTRAP_BRANCH_MAP, or set a ${tagKeys.branch} tag / --branch`,
+      )
+    }
+    branch = mapped
+    branchSource = 'branch-map'
+  }
+
+  const repository = required(get('repository', tagKeys.repository), 'repository URL', option('repository'), tagKeys.repository, input.mode)
+  const repoErr = checkRepositoryUrl(repository.value)
+  if (repoErr) bad(`${repository.from}: ${repoErr}`, `fix ${repository.from}`)
+  if (/^[a-z]+:\/\/[^/@]*@/i.test(repository.value) && !/^ssh:/i.test(repository.value)) {
+    // userinfo in an https URL is a credential that would land in .git/config and in logs
+    bad(`${repository.from}: the repository URL carries credentials (user@ or user:token@)`, 'remove them from the URL and store them in the secret named by BOOTSTRAP_GIT_CREDENTIAL_SECRET')
+  }
+
+  const logLevel = get('logLevel')!
+  if (!['trace', 'debug', 'info', 'warn', 'error'].includes(logLevel.value)) {
+    bad(`${logLevel.from} = ${quote(logLevel.value)} is not valid: expected trace, debug, info, warn or error`, `fix ${logLevel.from}`)
+  }
+
+  const root = get('root')!
+  if (!root.value.startsWith('/')) bad(`${root.from} = ${quote(root.value)} is not valid: expected an absolute path`, `fix ${root.from}`)
+
+  const secretIds = list(get('secretIds')).map(s => expand(s, environment.value, service.value))
+  for (const id of secretIds) {
+    if (!/^[A-Za-z0-9/_+=.@-]+\??$/.test(id)) bad(`secret id ${quote(id)} is not valid: expected letters, digits and /_+=.@- (Secrets Manager's rule)`, 'fix BOOTSTRAP_SECRET_IDS / --secret-ids')
+  }
+  const parameterPaths = list(get('parameterPaths')).map(s => expand(s, environment.value, service.value))
+  for (const p of parameterPaths) {
+    if (!/^\/[A-Za-z0-9/_.-]*$/.test(p)) bad(`parameter path ${quote(p)} is not valid: expected an absolute path of letters, digits and /_.-`, 'fix BOOTSTRAP_PARAMETER_PATHS / --parameter-paths')
+  }
+
+  const manifestFile = get('manifestFile')!
+  if (!/^[A-Za-z0-9._-]+$/.test(manifestFile.value) || manifestFile.value.startsWith('.')) {
+    bad(`${manifestFile.from} = ${quote(manifestFile.value)} is not valid: expected a plain file name at the repository root`, `fix ${manifestFile.from}`)
+  }
+
+  const serviceUser = get('serviceUser')!
+  if (!/^[a-z_][a-z0-9_-]{0,30}$/.test(serviceUser.value)) {
+    bad(`${serviceUser.from} = ${quote(serviceUser.value)} is not a valid user name: expected lower-case letters, digits, _ and -`, `fix ${serviceUser.from}`)
+  }
+  if (serviceUser.value === 'root') bad(`${serviceUser.from} = "root": repo code never runs as root`, 'name an unprivileged user')
+
+  const reasonFlag = input.flags['reason'] ?? 'manual'
+  const reason = REASONS.find(r => r === reasonFlag) ??
+    bad(`--reason = ${quote(String(reasonFlag))} is not valid: expected boot, ssm or manual`, 'fix --reason')
+
+  return Object.freeze({
+    mode: input.mode,
+    reason,
+    dryRun: input.flags['dry-run'] === true,
+    root: root.value.replace(/\/+$/, '') || '/',
+    service: service.value,
+    environment: environment.value,
+    branch,
+    branchSource,
+    repository: repository.value,
+    branchMap: Object.freeze(branchMap),
+    tagKeys: Object.freeze(tagKeys),
+    serviceUser: serviceUser.value,
+    keepReleases: intIn(get('keepReleases')!, 1, 50, 1),
+    gitTimeoutMs: intIn(get('gitTimeoutMs')!, 1, 3600, 1000),
+    gitAttempts: intIn(get('gitAttempts')!, 1, 10, 1),
+    installTimeoutMs: intIn(get('installTimeoutMs')!, 1, 7200, 1000),
+    buildTimeoutMs: intIn(get('buildTimeoutMs')!, 1, 7200, 1000),
+    healthTimeoutMs: intIn(get('healthTimeoutMs')!, 1, 3600, 1000),
+    stableWindowMs: intIn(get('stableWindowMs')!, 0, 600, 1000),
+    secretIds: Object.freeze(secretIds),
+    parameterPaths: Object.freeze(parameterPaths),
+    gitCredentialSecret: get('gitCredentialSecret')?.value,
+    localSecretsFile: get('localSecretsFile')?.value,
+    manifestFile: manifestFile.value,
+    logLevel: logLevel.value,
+    json: input.flags['json'] === true,
+  })
+}
+
+/** Settings safe to log in full: no field holds a secret value, only names. */
+export const effectiveSettings = (s: Settings): Record<string, unknown> => ({ ...s })

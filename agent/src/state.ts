@@ -1,0 +1,58 @@
+/**
+ * state.json: the truth about the last run, written after every phase so that a run killed
+ * midway leaves "running" with the phases it finished; `status` reads it (with the lock) to tell
+ * an interrupted run from a live one. It holds names, commits and timings, never a secret value.
+ */
+import { mkdir, readFile } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import { writeFileAtomic } from './atomic-write.js'
+import { errnoCode } from './errors.js'
+
+export type PhaseStatus = 'ok' | 'skipped' | 'failed' | 'not-run'
+export type RunOutcome = 'running' | 'success' | 'failed' | 'rolled-back'
+
+export interface PhaseRecord {
+  name: string
+  status: PhaseStatus
+  durationMs: number
+  detail?: string
+}
+
+export interface RunState {
+  version: 1
+  runId: string
+  command: string
+  reason: string
+  mode: string
+  pid: number
+  startedAt: string
+  finishedAt?: string
+  durationMs?: number
+  outcome: RunOutcome
+  exitCode?: number
+  service?: string
+  environment?: string
+  branch?: string
+  repository?: string
+  commit?: string
+  release?: string
+  previousRelease?: string
+  lifecycle?: string
+  url?: string
+  phases: PhaseRecord[]
+  error?: { code: string; message: string; remedy: string; phase?: string }
+}
+
+export const writeState = async (file: string, state: RunState): Promise<void> => {
+  await mkdir(dirname(file), { recursive: true, mode: 0o755 })
+  await writeFileAtomic(file, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o644 })
+}
+
+export const readState = async (file: string): Promise<RunState | undefined> => {
+  try {
+    return JSON.parse(await readFile(file, 'utf8')) as RunState
+  } catch (e) {
+    if (errnoCode(e) === 'ENOENT') return undefined
+    throw e
+  }
+}
