@@ -79,7 +79,7 @@ export const main = async (argv: readonly string[], env: NodeJS.ProcessEnv, io: 
     if (args.command === 'plan' || args.flags['dry-run'] === true) {
       return await planCommandOutput(input, makeSeams, json, io)
     }
-    return await runCommand({ input, root, makeSeams, out: io.stdout, pretty: io.stdout.isTTY === true && !json })
+    return await runCommand({ input, root, makeSeams, out: io.stdout, err: io.stderr, pretty: io.stdout.isTTY === true && !json })
   } catch (e) {
     const err = toAgentError(e)
     io.stderr.write(`bootstrap-agent: error [${err.code}]: ${err.message}\n  what to do: ${err.remedy}\n`)

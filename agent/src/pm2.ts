@@ -50,10 +50,10 @@ export const pm2Env = (home: string, pm2Home: string): Record<string, string> =>
 })
 
 const parseList = (stdout: string): Pm2Process[] => {
-  // the daemon's first start prints banner lines before the JSON
-  const start = stdout.indexOf('[')
-  if (start < 0) return []
-  const data: unknown = JSON.parse(stdout.slice(start))
+  // the daemon's first start prints "[PM2] Spawning..." lines before the JSON line
+  const line = stdout.split('\n').reverse().find(l => l.startsWith('[{') || l.trim() === '[]')
+  if (line === undefined) return []
+  const data: unknown = JSON.parse(line)
   if (!Array.isArray(data)) return []
   return data.map((p: Record<string, unknown>): Pm2Process => {
     const env = (typeof p['pm2_env'] === 'object' && p['pm2_env'] !== null ? p['pm2_env'] : {}) as Record<string, unknown>

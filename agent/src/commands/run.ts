@@ -22,6 +22,7 @@ export interface RunOptions {
   root: string
   makeSeams: (log: Logger) => Seams
   out: NodeJS.WriteStream
+  err: NodeJS.WritableStream
   pretty: boolean
 }
 
@@ -74,7 +75,10 @@ export const runCommand = async (o: RunOptions): Promise<number> => {
     state.finishedAt = new Date().toISOString()
     state.durationMs = Math.round(performance.now() - t0)
     await saveState(state)
-    if (failure) log.error({ code: failure.code, remedy: failure.remedy, outcome: state.outcome }, failure.message)
+    if (failure) {
+      log.error({ code: failure.code, remedy: failure.remedy, outcome: state.outcome }, failure.message)
+      o.err.write(scrubber.scrub(`bootstrap-agent: ${state.outcome} [${failure.code}]: ${failure.message}\n  what to do: ${failure.remedy}\n`))
+    }
     log.info({ summary: { ...state, phases: undefined }, phases: state.phases.map(p => `${p.name}:${p.status}:${p.durationMs}ms`) }, `run finished: ${state.outcome}`)
     if (o.pretty) printSummary(o.out, scrubber.scrubDeep(state))
     return state.exitCode

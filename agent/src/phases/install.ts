@@ -21,9 +21,10 @@ export const install: Phase<RunContext> = {
         const dir = join(p.releasesDir, id)
         const meta = await readReleaseMeta(dir)
         if (!meta?.good || meta.installKey !== key) continue
-        if (await copyNodeModules(ctx.seams.exec, join(dir, spec.path), rel.serviceDir, ctx.user?.switchTo)) {
-          return { status: 'skipped', detail: `lockfile and Node ABI unchanged: node_modules reused from ${id}` }
-        }
+        // same lockfile + same Node ABI = what npm ci would produce (a lockfile without
+        // dependencies may have produced no node_modules at all: nothing to copy then)
+        await copyNodeModules(ctx.seams.exec, join(dir, spec.path), rel.serviceDir, ctx.user?.switchTo)
+        return { status: 'skipped', detail: `lockfile and Node ABI unchanged: node_modules reused from ${id}` }
       }
     }
     const log = ctx.log.child({ phase: 'install', cmd: 'npm ci' })

@@ -2,7 +2,7 @@ import { join } from 'node:path'
 import { writeFileAtomic } from '../atomic-write.js'
 import type { AgentError } from '../errors.js'
 import { waitHealthy } from '../health.js'
-import { readReleaseMeta, switchCurrent } from '../releases.js'
+import { readReleaseMeta, removeRelease, switchCurrent } from '../releases.js'
 import type { PhaseResult } from '../runner.js'
 import type { RunContext } from '../run-context.js'
 
@@ -16,7 +16,15 @@ export const rollback = async (ctx: RunContext, _err: AgentError): Promise<Phase
   const p = ctx.paths
   const s = ctx.settings
   const spec = ctx.spec
-  if (!sw || !p || !s || !spec) return { status: 'skipped', detail: 'nothing live was changed' }
+  const rel = ctx.release
+  if (!sw || !p || !s || !spec) {
+    // a release cloned by this run that never went live is of no use to anyone
+    if (p && rel && !rel.reused && rel.id !== ctx.liveRelease) {
+      await removeRelease(p.serviceDir, rel.id)
+      return { detail: `nothing live was changed; removed the unused release ${rel.id}` }
+    }
+    return { status: 'skipped', detail: 'nothing live was changed' }
+  }
   const pm2 = (ctx.pm2 ??= ctx.seams.pm2(s, p, ctx.user))
   const prevMeta = sw.previousRelease ? await readReleaseMeta(join(p.releasesDir, sw.previousRelease)) : undefined
   const canRestore = sw.release ? prevMeta?.good === true : true
