@@ -77,6 +77,7 @@ const res = await fetch('http://127.0.0.1:4780/health')
 const body = await res.json()
 const key = JSON.parse(readFileSync(secretsFile, 'utf8')).secrets['stage/demo-service'].API_KEY
 const expected = createHash('sha256').update(key).digest('hex').slice(0, 12)
+if (!process.stdout.isTTY) spawnSync(process.execPath, [bin, 'status', '--root', root], { stdio: 'inherit' })
 console.log(`\nGET http://127.0.0.1:4780/health -> ${res.status} ${JSON.stringify(body)}`)
 console.log(`secret fingerprint ${body.apiKeyFingerprint === expected ? 'matches' : 'DOES NOT match'} the key in .demo/secrets.json`)
 console.log('\nnext: npm run agent -- status --root .demo/root   |   stop everything: npm run demo:stop')

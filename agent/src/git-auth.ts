@@ -124,6 +124,19 @@ const sshEnv = async (
 }
 
 /**
+ * A file:// repository owned by another user (root's checkout, cloned as the service user) is
+ * refused by git as of 2.35.2 ("dubious ownership") unless listed in safe.directory, which git
+ * 2.39 reads only from global or system config, not from GIT_CONFIG_*. The session HOME is ours
+ * and private, so a .gitconfig there trusts exactly this one repository for this one call.
+ */
+const trustLocalRepository = async (url: string, home: string, owner: GitOwner): Promise<void> => {
+  const path = decodeURIComponent(new URL(url).pathname)
+  const file = join(home, '.gitconfig')
+  await writeFile(file, `[safe]\n\tdirectory = ${path.replace(/\/+$/, '')}\n`, { mode: 0o600 })
+  if (owner.uid !== undefined) await chown(file, owner.uid, owner.gid ?? -1)
+}
+
+/**
  * Runs `fn` with a fresh private session dir and the environment for `remote` and `cred`;
  * the dir (and the key in it) is removed whatever `fn` does.
  */
@@ -143,6 +156,7 @@ export const withGitSession = async <T>(
         : cred.kind === 'token'
           ? tokenEnv(remote, cred)
           : await sshEnv(remote, cred, home, owner, timeoutMs)
+    if (remote?.transport === 'file') await trustLocalRepository(remote.url, home, owner)
     const scrubber = createScrubber()
     scrubber.add(extra.secrets)
     return await fn({ env: { ...baseEnv(home, timeoutMs), ...extra.env }, home, scrub: scrubber.scrub })

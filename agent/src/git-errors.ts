@@ -66,9 +66,17 @@ export const gitTimeout = (c: GitFailureContext, timeoutMs: number) =>
     retryable: true,
   })
 
+/** git's verdict lines (`fatal:`, `remote:`...) rather than its advice ("Please make sure...") */
+const summary = (stderr: string) => {
+  const lines = stderr.split('\n').map((l) => l.trim()).filter(Boolean)
+  const verdicts = lines.filter((l) => /^(fatal|error|remote|ssh|[\w.-]+@[\w.-]+):/.test(l))
+  const picked = (verdicts.length > 0 ? verdicts : lines).slice(-3)
+  return picked.length === 0 ? '' : `: ${picked.join(' | ')}`
+}
+
 export const classifyGitFailure = (c: GitFailureContext, timeoutMs: number): AgentError => {
   const d = c.detail
-  const detail = d.trim() === '' ? '' : `: ${d.trim().split('\n').slice(-3).join(' | ')}`
+  const detail = summary(d)
   if (matches(BRANCH_NOT_FOUND, d) && c.branch !== undefined) return branchNotFound(c.url, c.branch)
   if (matches(HOST_KEY, d)) {
     return new AgentError(`the ssh host key of "${c.url}" was rejected${detail}`, {

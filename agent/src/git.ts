@@ -7,7 +7,7 @@ import { chown, mkdir, readdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import pRetry from 'p-retry'
 import { GitError, simpleGit } from 'simple-git'
-import { AgentError, ConfigError, errnoCode, isAgentError, messageOf } from './errors.js'
+import { AgentError, errnoCode, isAgentError, messageOf } from './errors.js'
 import { withGitSession, type GitCredential, type GitOwner, type GitSession } from './git-auth.js'
 import { classifyGitFailure, gitTimeout } from './git-errors.js'
 import { parseRemote } from './git-url.js'
@@ -33,7 +33,8 @@ export interface CloneTarget {
 export interface Git {
   /** commit SHA the branch points at on the remote, or undefined when the branch does not exist */
   headOf(url: string, branch: string, cred?: GitCredential): Promise<string | undefined>
-  /** shallow (--depth 1 --single-branch --no-tags) clone of `branch` into target.dir (which must not exist or be empty); returns the checked-out commit */
+  /** shallow (--depth 1 --single-branch --no-tags) clone of `branch` into target.dir (which must not exist or be empty); returns the checked-out commit.
+   * On failure target.dir does not exist. */
   cloneBranch(url: string, branch: string, target: CloneTarget, cred?: GitCredential): Promise<{ commit: string }>
   /** commit checked out in an existing clone (HEAD) */
   headCommit(dir: string): Promise<string>
@@ -85,7 +86,14 @@ const runGit = async (session: GitSession, ctx: RunContext, args: string[], time
 }
 
 /** Refuses to clone over anything: a non-empty target may be a release someone still uses. */
-const assertCloneTarget = async (dir: string) => {
+const assertCloneTarget = async ({ dir, uid, gid }: CloneTarget) => {
+  // git as a uid with root's group would leave root-group files in the release
+  if ((uid === undefined) !== (gid === undefined)) {
+    throw new AgentError(`clone target "${dir}" has a uid or a gid but not both`, {
+      code: 'GIT_TARGET_INVALID',
+      remedy: 'pass both the uid and the gid of the service user',
+    })
+  }
   let entries: string[]
   try {
     entries = await readdir(dir)
@@ -151,7 +159,7 @@ export const createGit = (opts: GitOptions): Git => {
 
     async cloneBranch(url, branch, target, cred) {
       const remote = parseRemote(url)
-      await assertCloneTarget(target.dir)
+      await assertCloneTarget(target)
       const owner = { uid: target.uid, gid: target.gid }
       return withGitSession(remote, cred, owner, timeoutMs, (s) =>
         retrying(async () => {
@@ -177,14 +185,19 @@ export const createGit = (opts: GitOptions): Git => {
       try {
         st = await stat(dir)
       } catch (e: unknown) {
-        throw new ConfigError(`no clone at "${dir}": ${messageOf(e)}`, 'run a full deploy to create it', 'GIT_NOT_A_CLONE')
+        throw new AgentError(`no clone at "${dir}": ${messageOf(e)}`, {
+          code: 'GIT_NOT_A_CLONE',
+          remedy: 'run a full deploy to create the release again',
+          cause: e,
+        })
       }
       // root never runs git in a repo another user owns: its config could run that user's code
       // (git itself refuses with "dubious ownership"); run as the owner instead
       const owner = process.getuid?.() === 0 && st.uid !== 0 ? { uid: st.uid, gid: st.gid } : {}
-      return withGitSession(undefined, undefined, owner, timeoutMs, async (s) =>
-        (await runGit(inRepo(s, dir), { cwd: dir, owner, url: dir }, ['rev-parse', 'HEAD'], timeoutMs)).trim(),
-      )
+      return withGitSession(undefined, undefined, owner, timeoutMs, async (s) => {
+        const out = await runGit(inRepo(s, dir), { cwd: dir, owner, url: dir }, ['rev-parse', 'HEAD'], timeoutMs)
+        return out.trim()
+      })
     },
   }
 }

@@ -5,8 +5,7 @@
  */
 import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
+import { lstat, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
@@ -15,15 +14,17 @@ import { isAgentError, type AgentError } from '../../agent/src/errors.js'
 import { createGit, type GitCredential, type GitOptions } from '../../agent/src/git.js'
 import { createFixtureRepo } from '../helpers/fixture-repo.js'
 import { startGitHttpServer } from '../helpers/git-http-server.js'
+import { findLeaks } from '../helpers/leak-scan.js'
+import { freePort, sandboxDir } from '../helpers/sandbox.js'
+import { rejected } from '../helpers/thrown.js'
 
 const token = `tok-${randomBytes(16).toString('hex')}`
 const username = 'x-access-token'
 const cred: GitCredential = { kind: 'token', username, token }
 const leakNeedles = [token, Buffer.from(`${username}:${token}`).toString('base64')]
 
-const work = await mkdtemp(join(tmpdir(), 'git-it-'))
-// the service user of the uid test must be able to traverse to its clone target
-await chmod(work, 0o755)
+// traversable: the uid test's service user must reach its clone target
+const work = sandboxDir('git-it')
 t.teardown(() => rm(work, { recursive: true, force: true }))
 
 const projectRoot = join(work, 'repos')
@@ -48,13 +49,9 @@ const freshDir = () => join(work, `clone-${++n}`)
 const fast: GitOptions = { timeoutMs: 10_000, attempts: 3, backoff: { minMs: 10, maxMs: 50 } }
 
 const rejection = async (p: Promise<unknown>): Promise<AgentError> => {
-  try {
-    await p
-  } catch (e: unknown) {
-    if (isAgentError(e)) return e
-    throw e
-  }
-  throw new Error('expected a rejection')
+  const e = await rejected(() => p)
+  if (!isAgentError(e)) throw e
+  return e
 }
 
 const exists = (p: string) =>
@@ -66,47 +63,28 @@ const exists = (p: string) =>
 const git = (cwd: string, ...args: string[]) =>
   execFileSync('git', args, { cwd, encoding: 'utf8', env: { ...process.env, GIT_CONFIG_NOSYSTEM: '1' } }).trim()
 
-/** every regular file under `dir` whose content contains one of `needles` */
-const filesContaining = async (dir: string, needles: string[]) => {
-  const hits: string[] = []
-  for (const rel of await readdir(dir, { recursive: true })) {
-    const p = join(dir, rel)
-    if (!(await lstat(p)).isFile()) continue
-    const content = await readFile(p)
-    if (needles.some((s) => content.includes(s))) hits.push(rel)
-  }
-  return hits
-}
-
 /**
- * Samples /proc/<pid>/cmdline of every process until stopped. It runs in a worker thread so it
- * samples every millisecond without starving the event loop the HTTP server needs.
+ * Collects /proc/<pid>/cmdline of every process, every millisecond, until stopped. It runs in a
+ * worker thread so it never starves the event loop the HTTP server needs.
  */
 const SAMPLER = `
 const { readdirSync, readFileSync } = require('node:fs')
 const { workerData, parentPort } = require('node:worker_threads')
 const stop = new Int32Array(workerData.stop)
-const needles = workerData.needles.map((s) => Buffer.from(s))
 const argvs = new Set()
-const leaks = []
-let samples = 0
 while (Atomics.load(stop, 0) === 0) {
   for (const pid of readdirSync('/proc')) {
     if (!/^[0-9]+$/.test(pid)) continue
-    let argv
-    try { argv = readFileSync('/proc/' + pid + '/cmdline') } catch { continue }
-    if (needles.some((n) => argv.includes(n))) leaks.push(argv.toString())
-    argvs.add(argv.toString().replaceAll('\\0', ' '))
+    try { argvs.add(readFileSync('/proc/' + pid + '/cmdline', 'utf8').replaceAll('\\0', ' ')) } catch {}
   }
-  samples++
   Atomics.wait(stop, 0, 0, 1)
 }
-parentPort.postMessage({ samples, argvs: [...argvs], leaks })
+parentPort.postMessage([...argvs])
 `
-const watchArgv = (needles: string[]) => {
+const sampleArgv = () => {
   const stop = new SharedArrayBuffer(4)
-  const worker = new Worker(SAMPLER, { eval: true, workerData: { stop, needles } })
-  const result = new Promise<{ samples: number; argvs: string[]; leaks: string[] }>((resolve, reject) => {
+  const worker = new Worker(SAMPLER, { eval: true, workerData: { stop } })
+  const result = new Promise<string[]>((resolve, reject) => {
     worker.once('message', resolve)
     worker.once('error', reject)
   })
@@ -128,16 +106,16 @@ t.test('headOf answers the SHA of each branch, undefined for a missing one', asy
 
 t.test('cloneBranch clones one commit of the branch, and leaves no credential behind', async (t) => {
   const dir = freshDir()
-  const watch = watchArgv(leakNeedles)
+  const sampler = sampleArgv()
   const retries: unknown[] = []
   let result
   try {
     result = await createGit({ ...fast, onRetry: (i) => retries.push(i) }).cloneBranch(url, 'stage', { dir }, cred)
   } finally {
-    const seen = await watch.stop()
-    t.same(seen.leaks, [], 'the token is in no process argv')
+    const argvs = await sampler.stop()
+    t.same(findLeaks(leakNeedles, { root: work, allow: [], cmdlines: argvs }), [], 'the token is in no argv')
     // other processes on the box may run git too: look for ours, by the server's port
-    t.ok(seen.argvs.some((a) => a.includes('remote-http') && a.includes(url)), 'the sampler saw our git')
+    t.ok(argvs.some((a) => a.includes('remote-http') && a.includes(url)), 'the sampler saw our git')
   }
   t.same(result, { commit: await repo.head('stage') })
   t.equal(await readFile(join(dir, 'branch.txt'), 'utf8'), 'stage\n')
@@ -145,7 +123,7 @@ t.test('cloneBranch clones one commit of the branch, and leaves no credential be
   t.equal(git(dir, 'rev-list', '--count', 'HEAD'), '1', 'shallow')
   t.equal(git(dir, 'config', '--get', 'remote.origin.url'), url, 'remote url is credential-free')
   t.equal(git(dir, 'tag', '--list'), '', 'no tags')
-  t.same(await filesContaining(dir, leakNeedles), [], 'no file of the clone holds the token')
+  t.same(findLeaks(leakNeedles, { root: dir, allow: [] }), [], 'no file of the clone holds the token')
   t.ok(server.requests.some((r) => r.authorized), 'the server saw authorized requests')
   t.same(retries, [])
   t.equal(await createGit(fast).headCommit(dir), result?.commit, 'headCommit reads the clone')
@@ -215,6 +193,13 @@ t.test('a non-empty target is refused and left alone', async (t) => {
   t.equal(await readFile(join(dir, 'keep.txt'), 'utf8'), 'mine')
 })
 
+t.test('a uid without a gid is refused; headCommit of a missing dir is GIT_NOT_A_CLONE', async (t) => {
+  const g = createGit(fast)
+  const e = await rejection(g.cloneBranch(url, 'stage', { dir: freshDir(), uid: 65534 }, cred))
+  t.equal(e.code, 'GIT_TARGET_INVALID')
+  t.equal((await rejection(g.headCommit(freshDir()))).code, 'GIT_NOT_A_CLONE')
+})
+
 t.test('a stalled server times out on every attempt, then GIT_TIMEOUT', async (t) => {
   const stalled = await startGitHttpServer({ projectRoot, username, password: token, stallMs: 60_000 })
   t.teardown(() => stalled.stop())
@@ -231,7 +216,7 @@ t.test('a stalled server times out on every attempt, then GIT_TIMEOUT', async (t
 })
 
 t.test('a refused connection is GIT_UNREACHABLE and retried', async (t) => {
-  const port = await closedPort()
+  const port = await freePort() // nobody listens there any more
   const retries: unknown[] = []
   const g = createGit({ ...fast, attempts: 2, onRetry: (i) => retries.push(i) })
   const e = await rejection(g.headOf(`http://127.0.0.1:${port}/app.git`, 'main', cred))
@@ -250,7 +235,7 @@ t.test('file:// URLs need no credential', async (t) => {
 })
 
 t.test('an ssh deploy key reaches ssh through a temp file that is gone afterwards', async (t) => {
-  const port = await closedPort()
+  const port = await freePort() // nobody listens there any more
   const privateKey = `-----BEGIN OPENSSH PRIVATE KEY-----\n${randomBytes(48).toString('base64')}\n-----END OPENSSH PRIVATE KEY-----`
   const before = await sessionDirs()
   const e = await rejection(
@@ -280,17 +265,8 @@ t.test('clone as an unprivileged user: every file is owned by that user', { skip
   }
   t.same([...owners], [`${uid}:${gid}`])
   t.equal(await g.headCommit(dir), commit, 'headCommit runs as the owner, so git trusts the repo')
-  t.same(await filesContaining(dir, leakNeedles), [])
+  t.same(findLeaks(leakNeedles, { root: dir, allow: [] }), [])
 })
-
-async function closedPort(): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
-  const address = srv.address()
-  await new Promise<void>((resolve) => srv.close(() => resolve()))
-  if (address === null || typeof address === 'string') throw new Error('no port')
-  return address.port
-}
 
 async function sessionDirs(): Promise<string[]> {
   return (await readdir(tmpdir())).filter((f) => f.startsWith('bootstrap-git-')).sort()
