@@ -23,7 +23,9 @@ step('build (tsc)', process.execPath, [join(repo, 'node_modules/typescript/bin/t
 step('test prerequisites', process.execPath, [join(repo, 'scripts/test-setup.mjs')])
 
 const tapOut = join(cache, 'tap-output.tap')
-const r = spawnSync(join(repo, 'node_modules/.bin/tap'), ['--output-file', tapOut, ...process.argv.slice(2)], { cwd: repo, stdio: 'inherit' })
+// off a TTY (CI) the terse reporter prints failures in full and only a summary for the rest
+const reporter = process.stdout.isTTY ? [] : ['--reporter=terse']
+const r = spawnSync(join(repo, 'node_modules/.bin/tap'), [...reporter, '--output-file', tapOut, ...process.argv.slice(2)], { cwd: repo, stdio: 'inherit' })
 
 // tap's own final counts from the raw TAP stream: "# { total: 12, pass: 11, fail: 1, skip: 0 }"
 let counts = { pass: 0, fail: 0, skip: 0, todo: 0 }
