@@ -19,8 +19,13 @@ const aptInstall = pkgs => {
 const need = []
 if (!have('git') || !existsSync('/usr/lib/git-core/git-http-backend')) need.push('git')
 if (isRoot && !have('useradd')) need.push('passwd')
+// the deploy-key tests run a real sshd on loopback (test/helpers/ssh-git-server.ts)
+if (!existsSync('/usr/sbin/sshd')) need.push('openssh-server')
+if (!have('ssh') || !have('ssh-keygen')) need.push('openssh-client')
 if (need.length) aptInstall(need)
 console.log('test prerequisites ok: git', execFileSync('git', ['--version']).toString().trim())
+// `sshd -V` does not exist; an unknown option makes sshd print its usage with the version
+console.log('test prerequisites ok: sshd', spawnSync('/usr/sbin/sshd', ['-V'], { encoding: 'utf8' }).stderr.split('\n')[0]?.trim())
 
 // moto server (the AWS APIs of testing.md), pinned, in a venv under .cache/. The stamp holds the
 // version pip installed; it is written last, so an interrupted install is redone next time.

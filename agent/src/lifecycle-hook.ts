@@ -13,6 +13,8 @@ export interface LifecycleHook {
   begin(): Promise<void>
   /** stop heartbeating and complete the action; called once, from the runner's finally */
   complete(result: HookResult): Promise<HookOutcome>
+  /** read-only discovery for a dry run (AWS: Describe* calls only, no heartbeat); the description */
+  discover?(): Promise<string>
 }
 
 export const noLifecycleHook = (why: string): LifecycleHook => ({

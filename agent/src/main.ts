@@ -9,7 +9,8 @@ import { helpFor, parseCli } from './cli-args.js'
 import { planCommandOutput } from './commands/plan-output.js'
 import { runCommand } from './commands/run.js'
 import { statusCommand } from './commands/status.js'
-import { ConfigError, ExitCode, toAgentError } from './errors.js'
+import { ExitCode, toAgentError } from './errors.js'
+import { createAwsSeams } from './aws-seams.js'
 import { parseTagFlags } from './identity.js'
 import { createLocalSeams } from './local-seams.js'
 import type { Logger } from './logger.js'
@@ -39,14 +40,8 @@ const readVersion = (): string => {
 
 export const VERSION: string = readVersion()
 
-const seamsFor = (mode: Mode, tags: Record<string, string>) => (log: Logger): Seams => {
-  if (mode === 'local') return createLocalSeams(tags, log)
-  throw new ConfigError(
-    'AWS mode (IMDSv2, Secrets Manager, Parameter Store, lifecycle hooks) is not in this build yet',
-    'use --local (or BOOTSTRAP_LOCAL=1) with --tag and --secrets-file',
-    'AWS_MODE_UNAVAILABLE',
-  )
-}
+const seamsFor = (mode: Mode, tags: Record<string, string>) => (log: Logger): Seams =>
+  mode === 'local' ? createLocalSeams(tags, log) : createAwsSeams(tags, log)
 
 export const main = async (argv: readonly string[], env: NodeJS.ProcessEnv, io: Io): Promise<number> => {
   try {

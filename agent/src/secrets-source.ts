@@ -27,6 +27,10 @@ export interface SecretsSource {
   getSecrets(ids: readonly string[]): Promise<Map<string, SecretPayload>>
   /** every parameter under `path`, recursively, decrypted */
   getParametersByPath(path: string): Promise<Parameter[]>
+  /** dry run: full names of the parameters under `path`, recursively; reads no value */
+  listParameterNames?(path: string): Promise<string[]>
+  /** dry run: whether each secret exists (metadata only; reads no value) */
+  describeSecrets?(ids: readonly string[]): Promise<Map<string, boolean>>
 }
 
 export interface MergedSecrets {

@@ -39,6 +39,8 @@ export interface Settings {
   readonly buildTimeoutMs: number
   readonly healthTimeoutMs: number
   readonly stableWindowMs: number
+  /** lifecycle heartbeat interval; 0 = derived from the hook's HeartbeatTimeout */
+  readonly heartbeatIntervalMs: number
   /** Secrets Manager ids in precedence order (later wins); a trailing `?` marks one optional */
   readonly secretIds: readonly string[]
   /** SSM Parameter Store paths in precedence order (later wins, and parameters win over secrets) */
@@ -88,6 +90,7 @@ export const OPTIONS: readonly Option[] = [
   { name: 'buildTimeoutMs', flag: 'build-timeout', env: 'BOOTSTRAP_BUILD_TIMEOUT', describe: 'seconds for the manifest build command', default: '900' },
   { name: 'healthTimeoutMs', flag: 'health-timeout', env: 'BOOTSTRAP_HEALTH_TIMEOUT', describe: 'seconds to wait for the health gate (the manifest may set its own)', default: '60' },
   { name: 'stableWindowMs', flag: 'stable-window', env: 'BOOTSTRAP_STABLE_WINDOW', describe: 'seconds a PM2 app must stay online without restarts when no HTTP health check is declared', default: '3' },
+  { name: 'heartbeatIntervalMs', flag: 'heartbeat-interval', env: 'BOOTSTRAP_HEARTBEAT_INTERVAL', describe: 'seconds between lifecycle heartbeats; 0 derives it from the hook (a third of its HeartbeatTimeout, at least 10 s)', default: '0' },
   { name: 'secretIds', flag: 'secret-ids', env: 'BOOTSTRAP_SECRET_IDS', describe: 'comma-separated Secrets Manager ids, later wins; {environment} and {service} are replaced; a trailing ? marks one optional', default: '{environment}/{service}' },
   { name: 'parameterPaths', flag: 'parameter-paths', env: 'BOOTSTRAP_PARAMETER_PATHS', describe: 'comma-separated SSM Parameter Store paths, later wins, parameters win over secrets', default: '/{environment}/{service}/' },
   { name: 'gitCredentialSecret', flag: 'git-credential-secret', env: 'BOOTSTRAP_GIT_CREDENTIAL_SECRET', describe: 'secret id holding {"username","token"} or {"sshPrivateKey"} for a private repository' },
@@ -262,6 +265,7 @@ export const resolveSettings = (input: SettingsInput): Settings => {
     buildTimeoutMs: intIn(get('buildTimeoutMs')!, 1, 7200, 1000),
     healthTimeoutMs: intIn(get('healthTimeoutMs')!, 1, 3600, 1000),
     stableWindowMs: intIn(get('stableWindowMs')!, 0, 600, 1000),
+    heartbeatIntervalMs: intIn(get('heartbeatIntervalMs')!, 0, 3600, 1000),
     secretIds: Object.freeze(secretIds),
     parameterPaths: Object.freeze(parameterPaths),
     gitCredentialSecret: get('gitCredentialSecret')?.value,

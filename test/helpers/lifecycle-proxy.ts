@@ -4,6 +4,7 @@
  * Scaling does, and forwards every other request to moto unchanged. It knows which
  * (instance, hook) pairs have an active lifecycle action; a completion ends the action.
  * `failNext` makes the next calls of an action fail (e.g. Throttling) to exercise retries.
+ * DescribeAutoScalingInstances shows an instance with an active action in Pending:Wait, as AWS does.
  */
 import { randomUUID } from 'node:crypto'
 import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http'
@@ -86,6 +87,25 @@ const forward = (moto: URL, req: IncomingMessage, body: Buffer, res: ServerRespo
   upstream.end(body)
 }
 
+/** Forwards and rewrites moto's answer body (small XML documents only). */
+const forwardRewriting = (moto: URL, req: IncomingMessage, body: Buffer, res: ServerResponse, rewrite: (xml: string) => string) => {
+  const upstream = request({ host: moto.hostname, port: moto.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
+    const chunks: Buffer[] = []
+    up.on('data', (c: Buffer) => chunks.push(c))
+    up.on('end', () => {
+      const out = Buffer.from(rewrite(Buffer.concat(chunks).toString('utf8')))
+      const headers = { ...up.headers, 'content-length': String(out.length) }
+      res.writeHead(up.statusCode ?? 502, headers)
+      res.end(out)
+    })
+  })
+  upstream.on('error', (err) => {
+    if (!res.headersSent) res.writeHead(502, { 'Content-Type': 'text/plain' })
+    res.end(`lifecycle-proxy: moto unreachable: ${err.message}`)
+  })
+  upstream.end(body)
+}
+
 type Failure = { status: number; code: string; message: string; left: number }
 
 export const startLifecycleProxy = async (motoEndpoint: string): Promise<LifecycleProxy> => {
@@ -144,6 +164,14 @@ export const startLifecycleProxy = async (motoEndpoint: string): Promise<Lifecyc
     if (action === 'CompleteLifecycleAction' || action === 'RecordLifecycleActionHeartbeat') return answerLifecycle(action, form, res)
     const failure = takeFailure(action)
     if (failure) return queryError(res, failure.status, failure.code, failure.message)
+    if (action === 'DescribeAutoScalingInstances' && active.length > 0) {
+      // moto puts every group member InService at once; on AWS an instance with an active
+      // launching action is in Pending:Wait until the action is completed
+      return forwardRewriting(moto, req, body, res, (xml) => xml.replace(/<member>[^]*?<\/member>/g, (m) =>
+        active.some((p) => m.includes(`<InstanceId>${p.instanceId}</InstanceId>`))
+          ? m.replace(/<LifecycleState>[^<]*<\/LifecycleState>/, '<LifecycleState>Pending:Wait</LifecycleState>')
+          : m))
+    }
     forward(moto, req, body, res)
   }
 

@@ -33,7 +33,10 @@ t.test('tags from instance metadata', async t => {
     'tags/instance/Environment': 'stage',
     'tags/instance/aws%3Aautoscaling%3AgroupName': 'web',
   })
-  const id = await createAwsIdentity({ imds, ec2Tags: () => t.fail('DescribeTags not expected') as never }).identify()
+  const noDescribeTags = (): Ec2TagsApi => {
+    throw new Error('DescribeTags not expected')
+  }
+  const id = await createAwsIdentity({ imds, ec2Tags: noDescribeTags }).identify()
   t.same(id, {
     instanceId: 'i-0abc', region: 'eu-west-1', availabilityZone: 'eu-west-1b', lifecycleState: 'InService',
     tags: { 'Service': 'auth-service', 'Environment': 'stage', 'aws:autoscaling:groupName': 'web' },

@@ -15,6 +15,7 @@ import { PHASE_NAMES } from '../pipeline.js'
 import { readCurrent, readReleaseMeta } from '../releases.js'
 import type { Seams } from '../run-context.js'
 import { resolveSettings, type SettingsInput } from '../settings.js'
+import { parameterKey, secretIdsToFetch } from '../secrets-source.js'
 
 export interface Plan {
   service: string
@@ -30,7 +31,7 @@ export interface Plan {
   serviceUser: string | undefined
   instance: { id: string; source: string; lifecycleState: string | null }
   lifecycleHook: string
-  secrets: { secretIds: readonly string[]; parameterPaths: readonly string[]; requiredEnv: string[]; gitCredentialSecret: string | null }
+  secrets: { secretIds: readonly string[]; secretsExist: Record<string, boolean> | null; parameterPaths: readonly string[]; parameterKeys: Record<string, string[]> | null; requiredEnv: string[]; gitCredentialSecret: string | null }
   pm2Apps: { name: string; script: string; args?: string[]; execMode: string; instances: number | 'max'; cwd: string }[]
   health: unknown
   build: string[] | null
@@ -75,6 +76,15 @@ export const makePlan = async (input: Omit<SettingsInput, 'tags'>, seams: Seams)
     ? buildEcosystem({ spec, current: p.current, envFile: p.envFile, appLogDir: p.appLogDir, preload: agentFile('env-preload.js'), wrapper: agentFile('run-with-env.js'), npmBin: 'npm' })
     : undefined
   const hook = seams.hook(s, id)
+  // read-only discovery (Describe* calls): whether a lifecycle action waits on this instance
+  const lifecycleHook = hook.discover ? await hook.discover() : hook.description
+  // names only: DescribeSecret and DescribeParameters never return a value
+  const source = seams.secrets(s)
+  const secretsExist = source.describeSecrets ? Object.fromEntries(await source.describeSecrets(secretIdsToFetch(s.secretIds))) : null
+  const parameterKeys: Record<string, string[]> | null = source.listParameterNames ? {} : null
+  if (parameterKeys && source.listParameterNames) {
+    for (const path of s.parameterPaths) parameterKeys[path] = (await source.listParameterNames(path)).map(n => parameterKey(path, n))
+  }
   return {
     service: s.service,
     environment: s.environment,
@@ -88,8 +98,8 @@ export const makePlan = async (input: Omit<SettingsInput, 'tags'>, seams: Seams)
     root: s.root,
     serviceUser: s.serviceUser,
     instance: { id: id.instanceId, source: id.source, lifecycleState: id.lifecycleState ?? null },
-    lifecycleHook: hook.description,
-    secrets: { secretIds: s.secretIds, parameterPaths: s.parameterPaths, requiredEnv: spec?.requiredEnv ?? [], gitCredentialSecret: s.gitCredentialSecret ?? null },
+    lifecycleHook,
+    secrets: { secretIds: s.secretIds, secretsExist, parameterPaths: s.parameterPaths, parameterKeys, requiredEnv: spec?.requiredEnv ?? [], gitCredentialSecret: s.gitCredentialSecret ?? null },
     pm2Apps: (eco?.apps ?? []).map(a => ({ name: a.name, script: a.script, ...(a.args ? { args: a.args } : {}), execMode: a.exec_mode, instances: a.instances, cwd: a.cwd })),
     health: spec?.health ?? null,
     build: spec?.build ?? null,
@@ -108,7 +118,9 @@ export const formatPlan = (plan: Plan): string => {
     `  action          ${plan.action}`,
     `  manifest        ${plan.manifest}`,
     `  secret ids      ${plan.secrets.secretIds.join(', ') || '(none)'}`,
+    ...(plan.secrets.secretsExist ? [`  secrets exist   ${Object.entries(plan.secrets.secretsExist).map(([k, v]) => `${k}: ${v ? 'yes' : 'NO'}`).join(', ')}`] : []),
     `  parameter paths ${plan.secrets.parameterPaths.join(', ') || '(none)'}`,
+    ...Object.entries(plan.secrets.parameterKeys ?? {}).map(([p, keys]) => `  keys under ${p}: ${keys.join(', ') || '(none)'}`),
     `  required keys   ${plan.secrets.requiredEnv.join(', ') || '(none declared)'}`,
     `  git credential  ${plan.secrets.gitCredentialSecret ?? '(none: public or file repository)'}`,
     ...plan.pm2Apps.map(a => `  pm2 app         ${a.name}: ${a.script}${a.args ? ` ${a.args.join(' ')}` : ''} (${a.execMode} x${a.instances}) in ${a.cwd}`),

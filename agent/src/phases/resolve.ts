@@ -12,6 +12,8 @@ export const resolve: Phase<RunContext> = {
     ctx.settings = s
     ctx.paths = pathsFor(s.root, s.service)
     ctx.hook = ctx.seams.hook(s, id)
+    // heartbeats run from here through the long phases until `complete`
+    await ctx.hook.begin()
     ctx.log.info({ settings: effectiveSettings(s), lifecycleHook: ctx.hook.description }, 'effective settings')
     return { detail: `${s.service} ${s.environment} -> branch ${s.branch} (${s.branchSource}) of ${s.repository}` }
   },

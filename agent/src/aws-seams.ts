@@ -1,0 +1,75 @@
+/**
+ * The seams of AWS mode: local mode's real git, PM2 and child processes, with identity (IMDSv2
+ * + tags), secrets (Secrets Manager + Parameter Store) and the lifecycle hook replaced by their
+ * AWS implementations. Endpoints, region and credentials follow the SDK's own conventions
+ * (AWS_REGION, AWS_ENDPOINT_URL[_<SERVICE>], AWS_EC2_METADATA_SERVICE_ENDPOINT, the standard
+ * credential chain), so tests and VPC endpoints need no flag of ours.
+ */
+import { createAwsIdentity } from './aws-identity.js'
+import { createAwsLifecycleHook } from './aws-lifecycle-hook.js'
+import { createAwsSecretsSource } from './aws-secrets.js'
+import { ConfigError } from './errors.js'
+import type { Identity } from './identity.js'
+import { createLocalSeams } from './local-seams.js'
+import type { Logger } from './logger.js'
+import type { Seams } from './run-context.js'
+import type { SecretsSource } from './secrets-source.js'
+
+export interface AwsSeamsOptions {
+  /** replaces IMDSv2 (tests, or a caller that identified the instance already) */
+  identity?: Identity
+  /** where AWS_REGION is read and AWS_EC2_METADATA_V1_DISABLED is set (process.env) */
+  env?: NodeJS.ProcessEnv
+}
+
+/**
+ * The SDK's credential chain reads instance-profile credentials from IMDS and, unless told
+ * otherwise, retries *without a token* (IMDSv1) when the token request fails. Invariant 8 says
+ * never; this is the SDK's documented switch, read when credentials are first resolved. The
+ * Exec seam never passes the agent's environment on, so it does not reach repo code.
+ */
+export const forbidImdsV1 = (env: NodeJS.ProcessEnv): void => {
+  env['AWS_EC2_METADATA_V1_DISABLED'] = 'true'
+}
+
+const noRegion = (): never => {
+  throw new ConfigError('no AWS region: instance metadata gave none and AWS_REGION is not set', 'set AWS_REGION (e.g. in /etc/bootstrap-agent/agent.env)', 'AWS_REGION_MISSING')
+}
+
+/**
+ * `tags` are --tag flags: they win over the instance's own tags (a one-off override; the
+ * identity's source says so).
+ */
+export const createAwsSeams = (tags: Record<string, string>, log: Logger, opts: AwsSeamsOptions = {}): Seams => {
+  const env = opts.env ?? process.env
+  forbidImdsV1(env)
+  // the agent supports Node >= 20.6 on purpose (design.md section 7) with a lockfile-pinned SDK;
+  // the SDK's notice about its future Node 22 floor would land on stderr of every run
+  env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true'
+  const inner = opts.identity ?? createAwsIdentity({ log })
+  /** the instance's region, once identify() ran: the default for Secrets Manager and SSM */
+  let instanceRegion: string | undefined
+  const identity: Identity = {
+    async identify() {
+      const id = await inner.identify()
+      instanceRegion = id.region
+      if (Object.keys(tags).length === 0) return id
+      return { ...id, tags: { ...id.tags, ...tags }, source: `${id.source} + --tag flags` }
+    },
+  }
+  let secrets: SecretsSource | undefined
+  return {
+    ...createLocalSeams(tags, log),
+    identity,
+    // AWS_REGION first: secrets may live in another region than the instance
+    secrets: () => (secrets ??= createAwsSecretsSource({ region: env['AWS_REGION'] || instanceRegion || noRegion(), log })),
+    // the group is always in the instance's own region
+    hook: (s, id) => createAwsLifecycleHook({
+      ...(s.heartbeatIntervalMs > 0 ? { heartbeatMs: s.heartbeatIntervalMs } : {}),
+      instanceId: id.instanceId,
+      region: id.region || env['AWS_REGION'] || noRegion(),
+      ...(id.lifecycleState === undefined ? {} : { lifecycleState: id.lifecycleState }),
+      log,
+    }),
+  }
+}
