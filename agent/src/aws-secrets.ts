@@ -14,8 +14,9 @@ import {
   type GetSecretValueRequest, type GetSecretValueResponse,
 } from '@aws-sdk/client-secrets-manager'
 import {
-  DescribeParametersCommand, GetParametersByPathCommand, SSMClient,
-  type DescribeParametersRequest, type DescribeParametersResult, type GetParametersByPathRequest, type GetParametersByPathResult,
+  DescribeParametersCommand, GetParameterCommand, GetParametersByPathCommand, SSMClient,
+  type DescribeParametersRequest, type DescribeParametersResult, type GetParameterRequest, type GetParameterResult,
+  type GetParametersByPathRequest, type GetParametersByPathResult,
 } from '@aws-sdk/client-ssm'
 import { awsError, classifyAwsError, sdkClientConfig, withRetry, type AwsCall, type RetryOptions } from './aws-retry.js'
 import { AgentError, isAgentError } from './errors.js'
@@ -32,6 +33,7 @@ export interface SecretsApi {
 /** The subset of the SSM API we use. */
 export interface ParametersApi {
   getParametersByPath(input: GetParametersByPathRequest): Promise<GetParametersByPathResult>
+  getParameter(input: GetParameterRequest): Promise<GetParameterResult>
   describeParameters(input: DescribeParametersRequest): Promise<DescribeParametersResult>
 }
 
@@ -48,6 +50,7 @@ export const createParametersApi = (region: string): ParametersApi => {
   const ssm = new SSMClient(sdkClientConfig(region))
   return {
     getParametersByPath: input => ssm.send(new GetParametersByPathCommand(input)),
+    getParameter: input => ssm.send(new GetParameterCommand(input)),
     describeParameters: input => ssm.send(new DescribeParametersCommand(input)),
   }
 }
@@ -192,6 +195,18 @@ export const createAwsSecretsSource = (opts: AwsSecretsOptions): AwsSecretsSourc
         NextToken = page.NextToken || undefined
       } while (NextToken)
       return out
+    },
+
+    async getParameter(name) {
+      const call: AwsCall = { service: 'ssm', action: 'GetParameter', resource: name }
+      return retry(call)(async () => {
+        try {
+          return (await ssm().getParameter({ Name: name, WithDecryption: true })).Parameter?.Value
+        } catch (e) {
+          if (classifyAwsError(e).kind === 'not-found') return undefined
+          throw e
+        }
+      })
     },
 
     async listParameterNames(path) {

@@ -112,6 +112,9 @@ const sshEnv = async (
   }
   const ssh = [
     'ssh',
+    // ssh reads /etc/ssh/ssh_config and the running user's ~/.ssh/config whatever HOME says: a
+    // `Host *` ProxyCommand there would run on our connection; no config file but our options
+    ['-F', '/dev/null'],
     ['-i', shQuote(keyFile)],
     ['-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes'],
     ['-o', `ConnectTimeout=${Math.max(1, Math.ceil(timeoutMs / 1000))}`],

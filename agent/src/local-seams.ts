@@ -21,6 +21,10 @@ const noSecretsFile: SecretsSource = {
   async getParametersByPath() {
     throw new ConfigError('local mode has no secrets file', 'pass --secrets-file FILE (or BOOTSTRAP_SECRETS_FILE); see README "Local mode"', 'SECRETS_FILE_MISSING')
   },
+  // no file: no agent configuration parameter either
+  async getParameter() {
+    return undefined
+  },
 }
 
 export const createLocalSeams = (tags: Record<string, string>, log: Logger): Seams => {

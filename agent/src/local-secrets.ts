@@ -59,6 +59,10 @@ export const createLocalSecretsSource = (file: string): SecretsSource => {
       }
       return out
     },
+    async getParameter(name) {
+      const v = (await data()).parameters[name]
+      return typeof v === 'string' ? v : undefined
+    },
     async getParametersByPath(path) {
       const { parameters } = await data()
       const prefix = path.endsWith('/') ? path : `${path}/`

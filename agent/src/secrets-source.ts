@@ -27,6 +27,8 @@ export interface SecretsSource {
   getSecrets(ids: readonly string[]): Promise<Map<string, SecretPayload>>
   /** every parameter under `path`, recursively, decrypted */
   getParametersByPath(path: string): Promise<Parameter[]>
+  /** one parameter's value (the agent configuration), undefined when it does not exist */
+  getParameter(name: string): Promise<string | undefined>
   /** dry run: full names of the parameters under `path`, recursively; reads no value */
   listParameterNames?(path: string): Promise<string[]>
   /** dry run: whether each secret exists (metadata only; reads no value) */

@@ -47,6 +47,8 @@ export interface Settings {
   readonly parameterPaths: readonly string[]
   /** secret holding the git credential ({"username","token"} or {"sshPrivateKey"}) */
   readonly gitCredentialSecret: string | undefined
+  /** SSM parameter with agent configuration, undefined when turned off */
+  readonly configParameter: string | undefined
   readonly localSecretsFile: string | undefined
   readonly manifestFile: string
   readonly logLevel: string
@@ -59,6 +61,8 @@ export interface SettingsInput {
   env: Readonly<Record<string, string | undefined>>
   /** values from the agent.env file (same BOOTSTRAP_* names), below the process environment */
   agentEnv: Readonly<Record<string, string>>
+  /** the agent configuration parameter (keys are flag names), below agent.env, above tags */
+  remoteConfig?: { source: string; values: Readonly<Record<string, string>> }
   tags: Readonly<Record<string, string>>
   mode: Mode
 }
@@ -94,6 +98,7 @@ export const OPTIONS: readonly Option[] = [
   { name: 'secretIds', flag: 'secret-ids', env: 'BOOTSTRAP_SECRET_IDS', describe: 'comma-separated Secrets Manager ids, later wins; {environment} and {service} are replaced; a trailing ? marks one optional', default: '{environment}/{service}' },
   { name: 'parameterPaths', flag: 'parameter-paths', env: 'BOOTSTRAP_PARAMETER_PATHS', describe: 'comma-separated SSM Parameter Store paths, later wins, parameters win over secrets', default: '/{environment}/{service}/' },
   { name: 'gitCredentialSecret', flag: 'git-credential-secret', env: 'BOOTSTRAP_GIT_CREDENTIAL_SECRET', describe: 'secret id holding {"username","token"} or {"sshPrivateKey"} for a private repository' },
+  { name: 'configParameter', flag: 'config-parameter', env: 'BOOTSTRAP_CONFIG_PARAMETER', describe: 'SSM parameter holding agent configuration as JSON (keys are these flag names), so a launch template needs only tags; "none" turns it off', default: '/bootstrap/{environment}/{service}' },
   { name: 'localSecretsFile', flag: 'secrets-file', env: 'BOOTSTRAP_SECRETS_FILE', describe: 'local mode: JSON file standing in for Secrets Manager and Parameter Store' },
   { name: 'manifestFile', flag: 'manifest', env: 'BOOTSTRAP_MANIFEST', describe: 'manifest file name at the repository root', default: 'bootstrap-agent.json' },
   { name: 'logLevel', flag: 'log-level', env: 'BOOTSTRAP_LOG_LEVEL', describe: 'trace | debug | info | warn | error', default: 'info' },
@@ -115,6 +120,8 @@ const pick = (input: SettingsInput, opt: Option, tagKey?: string): Picked | unde
   if (env !== undefined && env !== '') return { value: env, from: opt.env }
   const fileEnv = input.agentEnv[opt.env]
   if (fileEnv !== undefined && fileEnv !== '') return { value: fileEnv, from: `${opt.env} (agent.env)` }
+  const remote = input.remoteConfig?.values[opt.flag]
+  if (remote !== undefined && remote !== '') return { value: remote, from: `"${opt.flag}" in ${input.remoteConfig?.source}` }
   if (tagKey !== undefined) {
     const tag = input.tags[tagKey]
     if (tag !== undefined) return { value: tag, from: `tag ${tagKey}` }
@@ -154,6 +161,13 @@ export const parseBranchMap = (p: Picked): Record<string, string> => {
 
 const list = (p: Picked | undefined): string[] =>
   (p?.value ?? '').split(',').map(s => s.trim()).filter(Boolean)
+
+const configParameter = (p: Picked, env: string, service: string): string | undefined => {
+  if (p.value === 'none') return undefined
+  const name = expand(p.value, env, service)
+  if (!/^\/[A-Za-z0-9/_.-]+$/.test(name)) bad(`${p.from} = ${quote(p.value)} is not valid: expected a parameter name like /bootstrap/{environment}/{service}, or "none"`, `fix ${p.from}`)
+  return name
+}
 
 /** `{environment}/{service}` templates; the names were validated, so they cannot inject paths. */
 const expand = (tpl: string, env: string, service: string): string =>
@@ -269,6 +283,7 @@ export const resolveSettings = (input: SettingsInput): Settings => {
     secretIds: Object.freeze(secretIds),
     parameterPaths: Object.freeze(parameterPaths),
     gitCredentialSecret: get('gitCredentialSecret')?.value,
+    configParameter: configParameter(get('configParameter')!, environment.value, service.value),
     localSecretsFile: get('localSecretsFile')?.value,
     manifestFile: manifestFile.value,
     logLevel: logLevel.value,

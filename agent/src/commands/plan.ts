@@ -14,7 +14,8 @@ import { pathsFor } from '../paths.js'
 import { PHASE_NAMES } from '../pipeline.js'
 import { readCurrent, readReleaseMeta } from '../releases.js'
 import type { Seams } from '../run-context.js'
-import { resolveSettings, type SettingsInput } from '../settings.js'
+import { resolveWithAgentConfig } from '../resolve-settings.js'
+import type { SettingsInput } from '../settings.js'
 import { parameterKey, secretIdsToFetch } from '../secrets-source.js'
 
 export interface Plan {
@@ -28,6 +29,7 @@ export interface Plan {
   live: { release: string | null; commit: string | null }
   action: string
   root: string
+  agentConfig: string | null
   serviceUser: string | undefined
   instance: { id: string; source: string; lifecycleState: string | null }
   lifecycleHook: string
@@ -41,7 +43,7 @@ export interface Plan {
 
 export const makePlan = async (input: Omit<SettingsInput, 'tags'>, seams: Seams): Promise<Plan> => {
   const id = await seams.identity.identify()
-  const s = resolveSettings({ ...input, tags: id.tags })
+  const { settings: s, configSource } = await resolveWithAgentConfig(input, id, seams)
   const p = pathsFor(s.root, s.service)
   const git = seams.git(s)
   let commit: string | undefined
@@ -96,6 +98,7 @@ export const makePlan = async (input: Omit<SettingsInput, 'tags'>, seams: Seams)
     live: { release: live ?? null, commit: liveMeta?.commit ?? null },
     action,
     root: s.root,
+    agentConfig: configSource ?? null,
     serviceUser: s.serviceUser,
     instance: { id: id.instanceId, source: id.source, lifecycleState: id.lifecycleState ?? null },
     lifecycleHook,
@@ -128,6 +131,7 @@ export const formatPlan = (plan: Plan): string => {
     `  build           ${plan.build ? plan.build.join(' ') : '(none)'}`,
     `  lifecycle hook  ${plan.lifecycleHook}`,
     `  root            ${plan.root} (service user ${plan.serviceUser})`,
+    `  agent config    ${plan.agentConfig ?? '(no configuration parameter)'}`,
     `  phases          ${plan.phases.join(' -> ')}`,
   ]
   return `${lines.join('\n')}\n`
