@@ -9,6 +9,7 @@ import { link, lstat, mkdir, readFile, rename, unlink, writeFile } from 'node:fs
 import { hostname } from 'node:os'
 import { dirname } from 'node:path'
 import { AgentError, LockHeldError, errnoCode, messageOf } from './errors.js'
+import { parseJsonObject } from './json-object.js'
 
 export interface LockHolder {
   pid: number
@@ -84,14 +85,8 @@ const isAlive = (pid: number): boolean => {
 }
 
 const parseHolder = (raw: string): StoredHolder | undefined => {
-  let v: unknown
-  try {
-    v = JSON.parse(raw)
-  } catch {
-    return undefined
-  }
-  if (typeof v !== 'object' || v === null) return undefined
-  const o: Record<string, unknown> = { ...v }
+  const o = parseJsonObject(raw)
+  if (!o) return undefined
   const s = (k: string): string | undefined => {
     const x = o[k]
     return typeof x === 'string' ? x : undefined

@@ -11,6 +11,7 @@ import {
 import { basename, dirname, join, resolve } from 'node:path'
 import { writeFileAtomic } from './atomic-write.js'
 import { AgentError, errnoCode } from './errors.js'
+import { parseJsonObject } from './json-object.js'
 
 export interface ReleaseMeta {
   id: string
@@ -83,14 +84,8 @@ const releasePath = (serviceDir: string, id: string): string => {
 }
 
 const parseMeta = (raw: string): ReleaseMeta | undefined => {
-  let v: unknown
-  try {
-    v = JSON.parse(raw)
-  } catch {
-    return undefined
-  }
-  if (typeof v !== 'object' || v === null) return undefined
-  const o: Record<string, unknown> = { ...v }
+  const o = parseJsonObject(raw)
+  if (!o) return undefined
   const { id, commit, branch, createdAt, installKey, good } = o
   if (typeof id !== 'string' || typeof commit !== 'string' || typeof branch !== 'string') return undefined
   if (typeof createdAt !== 'string') return undefined

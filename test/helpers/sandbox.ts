@@ -4,11 +4,12 @@
  * even when a test fails.
  */
 import { spawn, spawnSync } from 'node:child_process'
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { sampleCmdlines } from './proc-sampler.js'
 
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), '../..')
 export const BIN = join(REPO, 'dist/bin.js')
@@ -80,32 +81,18 @@ export interface CliResult {
   cmdlines: string[]
 }
 
-/** Runs the agent CLI; samples /proc/*\/cmdline every few ms meanwhile (leak proof). */
-export const runCli = (args: string[], env: Record<string, string> = {}): Promise<CliResult> =>
-  new Promise(resolve => {
-    const [file, argv] = clean({ PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/root', ...env }, process.execPath, [BIN, ...args])
-    const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', c => (stdout += c))
-    child.stderr.on('data', c => (stderr += c))
-    const cmdlines = new Set<string>()
-    const sample = () => {
-      for (const pid of readdirSync('/proc')) {
-        if (!/^\d+$/.test(pid)) continue
-        try {
-          cmdlines.add(readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' '))
-        } catch {
-          // the process exited between readdir and read
-        }
-      }
-    }
-    const timer = setInterval(sample, 15)
-    child.on('close', code => {
-      clearInterval(timer)
-      resolve({ code, stdout, stderr, cmdlines: [...cmdlines] })
-    })
-  })
+/** Runs the agent CLI; samples every process's command line meanwhile (leak proof). */
+export const runCli = async (args: string[], env: Record<string, string> = {}): Promise<CliResult> => {
+  const [file, argv] = clean({ PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/root', ...env }, process.execPath, [BIN, ...args])
+  const sampler = sampleCmdlines()
+  const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', c => (stdout += c))
+  child.stderr.on('data', c => (stderr += c))
+  const code = await new Promise<number | null>(resolve => child.on('close', resolve))
+  return { code, stdout, stderr, cmdlines: await sampler.stop() }
+}
 
 export const pm2Home = (root: string): string => join(root, 'var/lib/bootstrap-agent/home/.pm2')
 

@@ -8,7 +8,6 @@ import { execFileSync } from 'node:child_process'
 import { lstat, readdir, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Worker } from 'node:worker_threads'
 import t from 'tap'
 import { isAgentError, type AgentError } from '../../agent/src/errors.js'
 import { createGit, type GitCredential, type GitOptions } from '../../agent/src/git.js'
@@ -17,6 +16,7 @@ import { findLeaks } from '../helpers/leak-scan.js'
 import { sandboxDir } from '../helpers/sandbox.js'
 import { generateSshKey, startSshGitServer } from '../helpers/ssh-git-server.js'
 import { rejected } from '../helpers/thrown.js'
+import { sampleCmdlines } from '../helpers/proc-sampler.js'
 
 if (process.getuid?.() !== 0) throw new Error('git-ssh.ts runs sshd and clones as another user: it needs root')
 
@@ -111,35 +111,6 @@ const leaksInSessionDirs = async (needles: string[]) => {
   return found
 }
 
-/** Every /proc/<pid>/cmdline, sampled every millisecond in a worker so the event loop stays free. */
-const SAMPLER = `
-const { readdirSync, readFileSync } = require('node:fs')
-const { workerData, parentPort } = require('node:worker_threads')
-const stop = new Int32Array(workerData.stop)
-const argvs = new Set()
-while (Atomics.load(stop, 0) === 0) {
-  for (const pid of readdirSync('/proc')) {
-    if (!/^[0-9]+$/.test(pid)) continue
-    try { argvs.add(readFileSync('/proc/' + pid + '/cmdline', 'utf8').replaceAll('\\0', ' ')) } catch {}
-  }
-  Atomics.wait(stop, 0, 0, 1)
-}
-parentPort.postMessage([...argvs])
-`
-const sampleArgv = () => {
-  const stop = new SharedArrayBuffer(4)
-  const worker = new Worker(SAMPLER, { eval: true, workerData: { stop } })
-  const result = new Promise<string[]>((resolve, reject) => {
-    worker.once('message', resolve)
-    worker.once('error', reject)
-  })
-  return {
-    async stop() {
-      Atomics.store(new Int32Array(stop), 0, 1)
-      return result
-    },
-  }
-}
 
 t.test('headOf answers the SHA of each branch over ssh with the pinned host key', async (t) => {
   const since = server.log().length
@@ -155,7 +126,7 @@ t.test('cloneBranch as the service user: stage content, owned by that user, no k
   const { uid, gid } = ensureServiceUser()
   const dir = join(freshDir(), 'releases', 'r1')
   const retries: unknown[] = []
-  const sampler = sampleArgv()
+  const sampler = sampleCmdlines()
   let result
   try {
     result = await createGit({ ...fast, onRetry: (i) => retries.push(i) }).cloneBranch(url, 'stage', { dir, uid, gid }, cred)

@@ -8,7 +8,6 @@ import { randomBytes } from 'node:crypto'
 import { lstat, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Worker } from 'node:worker_threads'
 import t from 'tap'
 import { isAgentError, type AgentError } from '../../agent/src/errors.js'
 import { createGit, type GitCredential, type GitOptions } from '../../agent/src/git.js'
@@ -17,6 +16,7 @@ import { startGitHttpServer } from '../helpers/git-http-server.js'
 import { findLeaks } from '../helpers/leak-scan.js'
 import { freePort, sandboxDir } from '../helpers/sandbox.js'
 import { rejected } from '../helpers/thrown.js'
+import { sampleCmdlines } from '../helpers/proc-sampler.js'
 
 const token = `tok-${randomBytes(16).toString('hex')}`
 const username = 'x-access-token'
@@ -63,38 +63,6 @@ const exists = (p: string) =>
 const git = (cwd: string, ...args: string[]) =>
   execFileSync('git', args, { cwd, encoding: 'utf8', env: { ...process.env, GIT_CONFIG_NOSYSTEM: '1' } }).trim()
 
-/**
- * Collects /proc/<pid>/cmdline of every process, every millisecond, until stopped. It runs in a
- * worker thread so it never starves the event loop the HTTP server needs.
- */
-const SAMPLER = `
-const { readdirSync, readFileSync } = require('node:fs')
-const { workerData, parentPort } = require('node:worker_threads')
-const stop = new Int32Array(workerData.stop)
-const argvs = new Set()
-while (Atomics.load(stop, 0) === 0) {
-  for (const pid of readdirSync('/proc')) {
-    if (!/^[0-9]+$/.test(pid)) continue
-    try { argvs.add(readFileSync('/proc/' + pid + '/cmdline', 'utf8').replaceAll('\\0', ' ')) } catch {}
-  }
-  Atomics.wait(stop, 0, 0, 1)
-}
-parentPort.postMessage([...argvs])
-`
-const sampleArgv = () => {
-  const stop = new SharedArrayBuffer(4)
-  const worker = new Worker(SAMPLER, { eval: true, workerData: { stop } })
-  const result = new Promise<string[]>((resolve, reject) => {
-    worker.once('message', resolve)
-    worker.once('error', reject)
-  })
-  return {
-    async stop() {
-      Atomics.store(new Int32Array(stop), 0, 1)
-      return result
-    },
-  }
-}
 
 t.test('headOf answers the SHA of each branch, undefined for a missing one', async (t) => {
   const g = createGit(fast)
@@ -106,7 +74,7 @@ t.test('headOf answers the SHA of each branch, undefined for a missing one', asy
 
 t.test('cloneBranch clones one commit of the branch, and leaves no credential behind', async (t) => {
   const dir = freshDir()
-  const sampler = sampleArgv()
+  const sampler = sampleCmdlines()
   const retries: unknown[] = []
   let result
   try {

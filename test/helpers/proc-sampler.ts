@@ -1,0 +1,36 @@
+/**
+ * Collects /proc/<pid>/cmdline of every process, every millisecond, until stopped: the proof
+ * that no secret reached any process's argv. It runs in a worker thread so it never starves the
+ * event loop the test's servers need.
+ */
+import { Worker } from 'node:worker_threads'
+
+const SAMPLER = `
+const { readdirSync, readFileSync } = require('node:fs')
+const { workerData, parentPort } = require('node:worker_threads')
+const stop = new Int32Array(workerData.stop)
+const argvs = new Set()
+while (Atomics.load(stop, 0) === 0) {
+  for (const pid of readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(pid)) continue
+    try { argvs.add(readFileSync('/proc/' + pid + '/cmdline', 'utf8').replaceAll('\\0', ' ')) } catch {}
+  }
+  Atomics.wait(stop, 0, 0, 1)
+}
+parentPort.postMessage([...argvs])
+`
+
+export const sampleCmdlines = (): { stop(): Promise<string[]> } => {
+  const stop = new SharedArrayBuffer(4)
+  const worker = new Worker(SAMPLER, { eval: true, workerData: { stop } })
+  const result = new Promise<string[]>((resolve, reject) => {
+    worker.once('message', resolve)
+    worker.once('error', reject)
+  })
+  return {
+    async stop() {
+      Atomics.store(new Int32Array(stop), 0, 1)
+      return result
+    },
+  }
+}
