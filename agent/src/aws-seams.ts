@@ -65,7 +65,7 @@ export const createAwsSeams = (tags: Record<string, string>, log: Logger, opts: 
     secrets: () => (secrets ??= createAwsSecretsSource({ region: env['AWS_REGION'] || instanceRegion || noRegion(), log })),
     // the group is always in the instance's own region
     hook: (s, id) => createAwsLifecycleHook({
-      ...(s.heartbeatIntervalMs > 0 ? { heartbeatMs: s.heartbeatIntervalMs } : {}),
+      ...(s && s.heartbeatIntervalMs > 0 ? { heartbeatMs: s.heartbeatIntervalMs } : {}),
       instanceId: id.instanceId,
       region: id.region || env['AWS_REGION'] || noRegion(),
       ...(id.lifecycleState === undefined ? {} : { lifecycleState: id.lifecycleState }),

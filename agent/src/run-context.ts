@@ -23,7 +23,8 @@ export interface Seams {
   git: (s: Settings) => Git
   secrets: (s: Settings) => SecretsSource
   pm2: (s: Settings, p: Paths, user: ServiceUser | undefined) => Pm2
-  hook: (s: Settings, id: InstanceIdentity) => LifecycleHook
+  /** settings are undefined when they could not be resolved: the hook must still be completed */
+  hook: (s: Settings | undefined, id: InstanceIdentity) => LifecycleHook
   now: () => Date
 }
 

@@ -60,7 +60,10 @@ export const runCommand = async (o: RunOptions): Promise<number> => {
       ctx, log, state, saveState,
       onFailure: (c, err) => rollback(c, err),
       async finally(c, ok) {
-        if (!c.hook) return { status: 'skipped', detail: 'no lifecycle hook resolved' }
+        // bad tags or settings fail `resolve` before the hook exists, but an instance waiting on
+        // its launching action must still get its ABANDON: the hook needs only the identity
+        if (!c.hook && c.identity) c.hook = c.seams.hook(c.settings, c.identity)
+        if (!c.hook) return { status: 'skipped', detail: 'instance not identified: no lifecycle hook' }
         const r = await c.hook.complete(ok ? 'CONTINUE' : 'ABANDON')
         return r === 'completed' ? { detail: `${ok ? 'CONTINUE' : 'ABANDON'} sent (${c.hook.description})` } : { status: 'skipped', detail: `${r} (${c.hook.description})` }
       },
