@@ -22,10 +22,19 @@ if (isRoot && !have('useradd')) need.push('passwd')
 // the deploy-key tests run a real sshd on loopback (test/helpers/ssh-git-server.ts)
 if (!existsSync('/usr/sbin/sshd')) need.push('openssh-server')
 if (!have('ssh') || !have('ssh-keygen')) need.push('openssh-client')
+// the rendered user-data is linted with Debian's shellcheck and run end to end; it downloads the
+// release artifact with curl
+if (!have('shellcheck')) need.push('shellcheck')
+if (!have('curl')) need.push('curl')
+// the shipped units are checked with `systemd-analyze verify` (test/integration/systemd.ts); the
+// package installs fine where systemd is not PID 1, and nothing here starts it
+if (!have('systemd-analyze')) need.push('systemd')
 if (need.length) aptInstall(need)
 console.log('test prerequisites ok: git', execFileSync('git', ['--version']).toString().trim())
 // `sshd -V` does not exist; an unknown option makes sshd print its usage with the version
 console.log('test prerequisites ok: sshd', spawnSync('/usr/sbin/sshd', ['-V'], { encoding: 'utf8' }).stderr.split('\n')[0]?.trim())
+console.log('test prerequisites ok: shellcheck', execFileSync('shellcheck', ['--version']).toString().match(/version: (\S+)/)?.[1])
+console.log('test prerequisites ok:', execFileSync('systemd-analyze', ['--version']).toString().split('\n')[0]?.trim())
 
 // moto server (the AWS APIs of testing.md), pinned, in a venv under .cache/. The stamp holds the
 // version pip installed; it is written last, so an interrupted install is redone next time.

@@ -6,8 +6,9 @@
 import { parseArgs } from 'node:util'
 import { ConfigError } from './errors.js'
 import { OPTIONS } from './settings.js'
+import { paramHelp } from './user-data.js'
 
-export const COMMANDS = ['run', 'plan', 'status', 'manifest-schema', 'help', 'version'] as const
+export const COMMANDS = ['run', 'plan', 'status', 'manifest-schema', 'render-user-data', 'rollout', 'help', 'version'] as const
 export type Command = (typeof COMMANDS)[number]
 
 export interface ParsedArgs {
@@ -15,6 +16,8 @@ export interface ParsedArgs {
   flags: Record<string, string | boolean | undefined>
   tags: string[]
   help: boolean
+  /** the arguments of a command that parses its own flags (render-user-data) */
+  rest?: string[]
 }
 
 const COMMON = {
@@ -28,6 +31,14 @@ const COMMON = {
 
 const settingsFlags = Object.fromEntries(OPTIONS.map(o => [o.flag, { type: 'string' as const }]))
 
+/** flags only `rollout` takes (commands/rollout.ts refuses the shared ones it does not use) */
+const ROLLOUT = {
+  'max-concurrency': { type: 'string' },
+  'max-errors': { type: 'string' },
+  timeout: { type: 'string' },
+  document: { type: 'string' },
+} as const
+
 export const parseCli = (argv: readonly string[]): ParsedArgs => {
   const first = argv[0]
   if (first === undefined || first === '--help' || first === '-h') return { command: 'help', flags: {}, tags: [], help: false }
@@ -36,9 +47,13 @@ export const parseCli = (argv: readonly string[]): ParsedArgs => {
   if (!command) {
     throw new ConfigError(`unknown command ${JSON.stringify(first)}: expected one of ${COMMANDS.join(', ')}`, 'run bootstrap-agent --help')
   }
+  if (command === 'render-user-data') {
+    const rest = argv.slice(1)
+    return { command, flags: {}, tags: [], help: rest.includes('--help') || rest.includes('-h'), rest }
+  }
   let parsed
   try {
-    parsed = parseArgs({ args: argv.slice(1), options: { ...COMMON, ...settingsFlags }, strict: true, allowPositionals: false })
+    parsed = parseArgs({ args: argv.slice(1), options: { ...COMMON, ...settingsFlags, ...(command === 'rollout' ? ROLLOUT : {}) }, strict: true, allowPositionals: false })
   } catch (e) {
     throw new ConfigError(`${command}: ${e instanceof Error ? e.message : String(e)}`, `run bootstrap-agent ${command} --help`, 'CLI_INVALID')
   }
@@ -61,6 +76,8 @@ Commands:
   plan              what run would do (branch, commit, secret names, PM2 app, phases); changes nothing
   status            the last run (table on a TTY, --json for machines)
   manifest-schema   print the JSON Schema of the repository manifest (bootstrap-agent.json)
+  render-user-data  render the launch template's user-data script (installs and starts the agent)
+  rollout           for operators: re-bootstrap a service's instances over SSM, in batches, within an error budget
   version           print the version (also --version)
 
 Run "bootstrap-agent <command> --help" for the flags of a command.
@@ -93,6 +110,44 @@ and whether a run is in progress (lock holder) or was interrupted.`,
   'manifest-schema': `Usage: bootstrap-agent manifest-schema
 
 Prints the JSON Schema of bootstrap-agent.json, the manifest an app repository may hold at its root.`,
+  'render-user-data': `Usage: bootstrap-agent render-user-data --template NAME --param key=value ... [--out FILE] [--unit-file FILE]
+
+Renders user-data/templates/NAME.sh.tpl (template: bootstrap) into a launch template's user-data:
+a bash script that downloads the release artifact (npm run package), checks its sha256, installs
+Node if needed and the agent under /opt/bootstrap-agent/<version>, writes
+/etc/bootstrap-agent/agent.env and the systemd unit (--unit-file, default
+systemd/bootstrap-agent.service), and starts bootstrap-agent.service. Writes FILE, or stdout;
+prints the size (at most 16384 bytes) on stderr. Unknown, missing or secret-looking parameters
+are refused (exit 2): user-data is readable by every process on the instance.
+
+Parameters:
+${paramHelp()}`,
+  rollout: `Usage: bootstrap-agent rollout --service S --environment E [--max-concurrency N|P%] [--max-errors N|P%]
+                               [--branch B] [--dry-run] [--timeout SEC] [--document NAME] [--json]
+
+For operators, with AWS credentials (not on the instances). Finds the running instances tagged with
+the service and the environment (ec2:DescribeInstances), sends them the SSM document of
+ssm/rebootstrap.json (each runs "bootstrap-agent run --reason ssm"), a batch of --max-concurrency
+instances at a time, waits for the batch, and stops sending once more than --max-errors instances
+failed. Prints one row per instance (instance, SSM status, outcome, commit, duration): a table on a
+TTY, JSON lines otherwise (then a summary line).
+
+  --service S              the Service tag value (required)
+  --environment E          the Environment tag value (required)
+  --max-concurrency N|P%   instances per batch, or a percentage of them [1]
+  --max-errors N|P%        failed instances tolerated before it stops sending [0]
+  --branch B               branch override for this run (the document's branch parameter)
+  --dry-run                the instances run "plan" instead: nothing changes on them
+  --timeout SEC            execution timeout per instance (the document's executionTimeout) [2700]
+  --document NAME          SSM document name or ARN [bootstrap-agent-rebootstrap]
+  --tag-key-service K      tag key of the service [Service] (also BOOTSTRAP_TAG_KEY_SERVICE)
+  --tag-key-environment K  tag key of the environment [Environment] (also BOOTSTRAP_TAG_KEY_ENVIRONMENT)
+  --json                   JSON lines even on a TTY
+
+AWS: region from AWS_REGION, credentials from the standard chain; the actions needed are in
+iam/operator-policy.json. The instances need the AmazonSSMManagedInstanceCore policy (SSM agent).
+Exit codes: 0 sent to every instance and failures within --max-errors; 1 error budget exceeded
+(or an AWS error); 2 bad input or no matching instance (nothing sent).`,
   version: 'Usage: bootstrap-agent --version',
 }
 

@@ -7,6 +7,8 @@ import { resolve } from 'node:path'
 import { readAgentEnv } from './agent-env.js'
 import { helpFor, parseCli } from './cli-args.js'
 import { planCommandOutput } from './commands/plan-output.js'
+import { renderUserDataCommand } from './commands/render-user-data.js'
+import { rolloutCommand } from './commands/rollout.js'
 import { runCommand } from './commands/run.js'
 import { statusCommand } from './commands/status.js'
 import { ExitCode, toAgentError } from './errors.js'
@@ -54,6 +56,9 @@ export const main = async (argv: readonly string[], env: NodeJS.ProcessEnv, io: 
       io.stdout.write(`${helpFor(args.command)}\n`)
       return ExitCode.ok
     }
+    if (args.command === 'render-user-data') return await renderUserDataCommand(args.rest ?? [], VERSION, io)
+    // an operator's command: no agent root, agent.env or instance identity involved
+    if (args.command === 'rollout') return await rolloutCommand(args, env, io)
     if (args.command === 'manifest-schema') {
       io.stdout.write(`${JSON.stringify(MANIFEST_SCHEMA, null, 2)}\n`)
       return ExitCode.ok

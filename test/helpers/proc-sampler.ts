@@ -10,24 +10,34 @@ const { readdirSync, readFileSync } = require('node:fs')
 const { workerData, parentPort } = require('node:worker_threads')
 const stop = new Int32Array(workerData.stop)
 const argvs = new Set()
+let first = true
 while (Atomics.load(stop, 0) === 0) {
   for (const pid of readdirSync('/proc')) {
     if (!/^[0-9]+$/.test(pid)) continue
     try { argvs.add(readFileSync('/proc/' + pid + '/cmdline', 'utf8').replaceAll('\\0', ' ')) } catch {}
   }
+  if (first) { parentPort.postMessage('ready'); first = false }
   Atomics.wait(stop, 0, 0, 1)
 }
 parentPort.postMessage([...argvs])
 `
 
-export const sampleCmdlines = (): { stop(): Promise<string[]> } => {
+/** `ready` resolves once the first sweep is done: start the process under test after it, or a
+ * short-lived process can finish before the worker thread is even running. */
+export const sampleCmdlines = (): { ready: Promise<void>; stop(): Promise<string[]> } => {
   const stop = new SharedArrayBuffer(4)
   const worker = new Worker(SAMPLER, { eval: true, workerData: { stop } })
+  let onReady: () => void = () => {}
+  const ready = new Promise<void>(resolve => (onReady = resolve))
   const result = new Promise<string[]>((resolve, reject) => {
-    worker.once('message', resolve)
+    worker.on('message', (m: unknown) => {
+      if (m === 'ready') onReady()
+      else if (Array.isArray(m)) resolve(m.map(String))
+    })
     worker.once('error', reject)
   })
   return {
+    ready,
     async stop() {
       Atomics.store(new Int32Array(stop), 0, 1)
       return result

@@ -85,6 +85,7 @@ export interface CliResult {
 export const runCli = async (args: string[], env: Record<string, string> = {}): Promise<CliResult> => {
   const [file, argv] = clean({ PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/root', ...env }, process.execPath, [BIN, ...args])
   const sampler = sampleCmdlines()
+  await sampler.ready
   const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''

@@ -127,6 +127,7 @@ t.test('cloneBranch as the service user: stage content, owned by that user, no k
   const dir = join(freshDir(), 'releases', 'r1')
   const retries: unknown[] = []
   const sampler = sampleCmdlines()
+  await sampler.ready
   let result
   try {
     result = await createGit({ ...fast, onRetry: (i) => retries.push(i) }).cloneBranch(url, 'stage', { dir, uid, gid }, cred)

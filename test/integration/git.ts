@@ -75,6 +75,7 @@ t.test('headOf answers the SHA of each branch, undefined for a missing one', asy
 t.test('cloneBranch clones one commit of the branch, and leaves no credential behind', async (t) => {
   const dir = freshDir()
   const sampler = sampleCmdlines()
+  await sampler.ready
   const retries: unknown[] = []
   let result
   try {

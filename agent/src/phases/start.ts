@@ -3,6 +3,8 @@ import { writeFileAtomic } from '../atomic-write.js'
 import { buildEcosystem } from '../ecosystem.js'
 import { errnoCode } from '../errors.js'
 import { agentFile } from '../agent-files.js'
+import { PM2_BIN } from '../pm2.js'
+import { ensurePm2Startup } from '../pm2-startup.js'
 import type { Phase } from '../runner.js'
 import { need, type RunContext } from '../run-context.js'
 
@@ -10,6 +12,10 @@ import { need, type RunContext } from '../run-context.js'
  * PM2: (re)write the ecosystem file, then start the app (new, or its definition changed) or
  * reload it (new release or new secrets), and `pm2 save` so PM2's resurrection at reboot brings
  * back exactly this. An app already online with nothing changed is left alone.
+ *
+ * Before the first PM2 call (which would fork the daemon into the caller's control group), the
+ * daemon is put under its own unit, bootstrap-pm2.service, which also resurrects the saved apps
+ * at boot (pm2-startup.ts; on an instance only).
  */
 export const start: Phase<RunContext> = {
   name: 'start',
@@ -18,6 +24,12 @@ export const start: Phase<RunContext> = {
     const p = need(ctx.paths, 'paths')
     const spec = need(ctx.spec, 'spec')
     const pm2 = (ctx.pm2 ??= ctx.seams.pm2(s, p, ctx.user))
+    const resurrection = await ensurePm2Startup({
+      exec: ctx.seams.exec, root: s.root, user: ctx.user,
+      spec: { node: process.execPath, pm2Bin: PM2_BIN, home: p.home, pm2Home: p.pm2Home },
+      killStrayDaemon: () => pm2.kill(),
+    })
+    const also = resurrection ? `; ${resurrection}` : ''
     const eco = `${JSON.stringify(buildEcosystem({
       spec, current: p.current, envFile: p.envFile, appLogDir: p.appLogDir,
       preload: agentFile('env-preload.js'), wrapper: agentFile('run-with-env.js'), npmBin: 'npm',
@@ -38,10 +50,10 @@ export const start: Phase<RunContext> = {
       await pm2.reload(p.ecosystem)
       detail = 'reloaded'
     } else {
-      return { status: 'skipped', detail: 'already online, nothing changed' }
+      return { status: 'skipped', detail: `already online, nothing changed${also}` }
     }
     ctx.started = true
     await pm2.save()
-    return { detail: `${spec.name} ${detail} (PM2_HOME=${p.pm2Home})` }
+    return { detail: `${spec.name} ${detail} (PM2_HOME=${p.pm2Home})${also}` }
   },
 }
