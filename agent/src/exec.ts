@@ -4,6 +4,7 @@
  * inherited, so nothing it holds can leak into repo code), a timeout, optional uid/gid so repo
  * code runs as the service user, and output delivered line by line to the caller (for the log).
  */
+import { readdirSync, readFileSync } from 'node:fs'
 import { execa } from 'execa'
 import { AgentError } from './errors.js'
 
@@ -50,6 +51,45 @@ const splitLines = (onLine: RunOptions['onLine'], stream: 'stdout' | 'stderr') =
   }
 }
 
+/**
+ * `pid` and every process below it, from /proc (Linux; elsewhere just `pid`). Read when a timeout
+ * fires, before anything is killed: once the child dies its children are reparented and lost.
+ */
+const processTree = (pid: number): number[] => {
+  const children = new Map<number, number[]>()
+  let entries: string[]
+  try {
+    entries = readdirSync('/proc')
+  } catch {
+    return [pid]
+  }
+  for (const e of entries) {
+    if (!/^\d+$/.test(e)) continue
+    let stat: string
+    try {
+      stat = readFileSync(`/proc/${e}/stat`, 'utf8')
+    } catch {
+      continue // gone meanwhile
+    }
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+    children.set(ppid, [...(children.get(ppid) ?? []), Number(e)])
+  }
+  const tree = [pid]
+  for (let i = 0; i < tree.length; i++) tree.push(...(children.get(tree[i] ?? -1) ?? []))
+  return tree
+}
+
+const signalAll = (pids: number[], signal: NodeJS.Signals) => {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, signal)
+    } catch {
+      // exited already
+    }
+  }
+}
+
 export const createExec = (): Exec => ({
   async run(file, args, opts) {
     const child = execa(file, [...args], {
@@ -58,9 +98,6 @@ export const createExec = (): Exec => ({
       extendEnv: false,
       shell: false,
       reject: false,
-      timeout: opts.timeoutMs,
-      killSignal: 'SIGTERM',
-      forceKillAfterDelay: 5000,
       uid: opts.uid,
       gid: opts.gid,
       input: opts.input,
@@ -72,10 +109,26 @@ export const createExec = (): Exec => ({
     const err = splitLines(opts.onLine, 'stderr')
     child.stdout?.on('data', (c: Buffer) => out.push(c))
     child.stderr?.on('data', (c: Buffer) => err.push(c))
-    const r = await child
+    // The timeout ends the whole process tree, not only the child: a grandchild (an npm install
+    // script, a build step) that outlives it keeps the output pipes open, and the run would wait
+    // for it however long it takes. SIGTERM first, SIGKILL 5 s later for what is left.
+    let timedOut = false
+    let hardKill: NodeJS.Timeout | undefined
+    const timer = setTimeout(() => {
+      if (child.pid === undefined) return
+      timedOut = true
+      const tree = processTree(child.pid)
+      signalAll(tree, 'SIGTERM')
+      hardKill = setTimeout(() => signalAll(tree, 'SIGKILL'), 5000)
+    }, opts.timeoutMs)
+    const r = await child.finally(() => {
+      clearTimeout(timer)
+      // after a timeout, the SIGKILL still comes for whatever ignored the SIGTERM
+      if (!timedOut) clearTimeout(hardKill)
+    })
     out.flush()
     err.flush()
-    if (r.failed && r.exitCode === undefined && !r.timedOut && !r.isTerminated) {
+    if (r.failed && r.exitCode === undefined && !timedOut && !r.isTerminated) {
       throw new AgentError(`could not start "${file}": ${r.shortMessage ?? r.message}`, {
         code: 'EXEC_START_FAILED',
         remedy: `check that "${file}" is installed and on PATH for the agent`,
@@ -86,7 +139,7 @@ export const createExec = (): Exec => ({
       exitCode: r.exitCode ?? -1,
       stdout: String(r.stdout ?? ''),
       stderr: String(r.stderr ?? ''),
-      timedOut: r.timedOut === true,
+      timedOut,
     }
   },
 })

@@ -53,18 +53,42 @@ export const npmCi = async (i: NpmCiInput): Promise<void> => {
     onLine: i.onLine,
   })
   if (r.exitCode !== 0) {
-    const tail = (r.stderr || r.stdout).trim().split('\n').slice(-8).join('\n')
+    if (r.timedOut) {
+      throw new AgentError(`npm ci timed out after ${Math.round(i.timeoutMs / 1000)} s in ${i.dir}`, {
+        code: 'NPM_CI_TIMEOUT',
+        remedy: 'raise BOOTSTRAP_INSTALL_TIMEOUT or check the registry is reachable',
+        retryable: true,
+      })
+    }
+    const text = r.stderr || r.stdout
+    const network = NETWORK_CODE.exec(text)?.[1]
     throw new AgentError(
-      r.timedOut
-        ? `npm ci timed out after ${Math.round(i.timeoutMs / 1000)} s in ${i.dir}`
-        : `npm ci failed (exit ${r.exitCode}) in ${i.dir}:\n${tail}`,
-      {
-        code: r.timedOut ? 'NPM_CI_TIMEOUT' : 'NPM_CI_FAILED',
-        remedy: r.timedOut ? 'raise BOOTSTRAP_INSTALL_TIMEOUT or check the registry is reachable' : 'fix package.json/package-lock.json (run npm ci locally) and push a new commit',
-        retryable: r.timedOut,
-      },
+      network
+        ? `npm ci could not fetch packages (${network}) in ${i.dir}:\n${npmErrorSummary(text)}`
+        : `npm ci failed (exit ${r.exitCode}) in ${i.dir}:\n${npmErrorSummary(text)}`,
+      network
+        ? {
+          code: 'NPM_REGISTRY_UNREACHABLE',
+          remedy: 'check that the instance can reach the npm registry (the registry in .npmrc, DNS, NAT or proxy, credentials), then run again',
+          retryable: true,
+        }
+        : { code: 'NPM_CI_FAILED', remedy: 'fix package.json/package-lock.json (run npm ci locally) and push a new commit' },
     )
   }
+}
+
+/** npm's code for a failed fetch: a network error, or an HTTP 5xx / 429 from the registry */
+const NETWORK_CODE = /^npm (?:error|ERR!) code (ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|ENETDOWN|EPIPE|ERR_SOCKET_TIMEOUT|FETCH_ERROR|E5\d\d|E429)\b/m
+
+/**
+ * What npm said went wrong: its `npm error` lines from the first one on, without stack frames and
+ * the pointer to its debug log (the last lines, which a plain tail would show instead).
+ */
+export const npmErrorSummary = (text: string, max = 8): string => {
+  const lines = text.split('\n').map(l => l.trimEnd()).filter(l => l !== '')
+  const npm = lines.filter(l => /^npm (?:error|ERR!)/.test(l) && !/^npm (?:error|ERR!)\s+at /.test(l) && !/A complete log of this run/.test(l))
+  const picked = npm.length > 0 ? npm.slice(0, max) : lines.slice(-max)
+  return picked.join('\n')
 }
 
 /** Reuse: copy the previous good release's node_modules (same install key) with `cp -a`, run as

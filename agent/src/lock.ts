@@ -241,8 +241,11 @@ export const acquireLock = async (
   throw heldError(path, await observe(path), ' (the lock kept changing hands)')
 }
 
-/** The current holder for `status`; undefined when the lock is free or unreadable. */
+/** The current holder for `status`; undefined when the lock is free, unreadable or stale (its
+ * holder is gone, e.g. a killed run: that lock holds nothing and the next run breaks it). */
 export const readLockHolder = async (path: string): Promise<LockHolder | undefined> => {
-  const h = (await observe(path))?.holder
-  return h && publicHolder(h)
+  const seen = await observe(path)
+  const h = seen?.holder
+  if (!seen || !h || (await staleReason(seen)) !== undefined) return undefined
+  return publicHolder(h)
 }

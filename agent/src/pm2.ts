@@ -68,6 +68,20 @@ const parseList = (stdout: string): Pm2Process[] => {
   })
 }
 
+/**
+ * What PM2 said went wrong, on one line: its error lines (`[PM2][ERROR] ...`, `Error: EACCES ...`)
+ * rather than the stack frames and the "Node.js v20" footer that end its output.
+ */
+export const pm2ErrorSummary = (text: string, max = 4): string => {
+  const lines = text
+    .replace(/\u001b\[[0-9;]*m/g, '')
+    .split('\n')
+    .map(l => l.trim())
+    .filter(l => l !== '' && !/^at /.test(l) && !/^Node\.js v\d/.test(l) && !/^[{}]$/.test(l))
+  const errors = lines.filter(l => /error|denied|EACCES|ENOENT|EPERM|ENOSPC|EROFS/i.test(l))
+  return (errors.length > 0 ? errors.slice(0, max) : lines.slice(-max)).join(' | ')
+}
+
 export const createPm2 = (o: Pm2Options): Pm2 => {
   const run = async (args: string[], what: string) => {
     const r = await o.exec.run(process.execPath, [PM2_BIN, ...args], {
@@ -78,7 +92,11 @@ export const createPm2 = (o: Pm2Options): Pm2 => {
       ...(o.onLine ? { onLine: o.onLine } : {}),
     })
     if (r.exitCode !== 0) {
-      throw new AgentError(`pm2 ${what} failed (exit ${r.timedOut ? 'timeout' : r.exitCode}): ${(r.stderr || r.stdout).trim().split('\n').slice(-5).join(' | ')}`, {
+      const said = pm2ErrorSummary(r.stderr || r.stdout)
+      const why = r.timedOut
+        ? `gave no answer within ${Math.round((o.timeoutMs ?? 120_000) / 1000)} s (is the PM2 daemon hung?)${said ? `: ${said}` : ''}`
+        : `failed (exit ${r.exitCode}): ${said}`
+      throw new AgentError(`pm2 ${what} ${why}`, {
         code: 'PM2_FAILED',
         remedy: `inspect with: sudo -u <service user> PM2_HOME=${o.pm2Home} pm2 logs`,
       })
@@ -95,7 +113,10 @@ export const createPm2 = (o: Pm2Options): Pm2 => {
       await run(['start', eco], 'start')
     },
     async reload(eco) {
-      await run(['reload', eco, '--update-env'], 'reload')
+      // --force: a `pm2 reload` killed midway leaves PM2_HOME/reload.lock, and every reload in the
+      // next 30 s would fail "Reload already in progress". The run lock already keeps our reloads
+      // apart; the daemon itself still refuses to reload a process twice at once.
+      await run(['reload', eco, '--update-env', '--force'], 'reload')
     },
     async delete(appName) {
       await run(['delete', appName], `delete ${appName}`)

@@ -71,7 +71,12 @@ export const runPhases = async <C>(phases: readonly Phase<C>[], h: RunnerHooks<C
   if (h.finally) {
     const fin = h.finally
     const err = await runOne(h, 'complete', () => fin(h.ctx, failure === undefined))
-    if (err && !failure) failure = err
+    if (err && !failure) {
+      // the run fails on this alone (e.g. the lifecycle action could not be completed):
+      // state.json must say why, as it does for any other phase
+      failure = err
+      h.state.error = { code: err.code, message: err.message, remedy: err.remedy, phase: 'complete' }
+    }
   }
   return failure
 }

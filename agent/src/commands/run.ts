@@ -3,6 +3,8 @@
  * lifecycle hook on every path, write state.json, print the summary; returns the exit code.
  */
 import { randomUUID } from 'node:crypto'
+import { basename, dirname } from 'node:path'
+import { removeStaleTemps } from '../atomic-write.js'
 import { ExitCode, type AgentError } from '../errors.js'
 import { acquireLock } from '../lock.js'
 import { createLogger } from '../logger.js'
@@ -35,6 +37,8 @@ export const runCommand = async (o: RunOptions): Promise<number> => {
   const reason = String(o.input.flags['reason'] ?? 'manual')
   const lock = await acquireLock(lockFilePath(o.root), { reason, command: 'run' })
   if (lock.brokeStale || lock.staleReason) log.warn({ holder: lock.brokeStale, why: lock.staleReason }, 'broke a stale lock left by an earlier run')
+  // a run killed while rewriting state.json leaves its temp file; under the lock none is ours
+  await removeStaleTemps(dirname(stateFilePath(o.root)), basename(stateFilePath(o.root)))
   const t0 = performance.now()
   const state: RunState = {
     version: 1, runId, command: 'run', reason, mode: o.input.mode, pid: process.pid,

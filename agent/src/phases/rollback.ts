@@ -2,7 +2,7 @@ import { join } from 'node:path'
 import { writeFileAtomic } from '../atomic-write.js'
 import type { AgentError } from '../errors.js'
 import { waitHealthy } from '../health.js'
-import { readReleaseMeta, removeRelease, switchCurrent } from '../releases.js'
+import { listReleases, readReleaseMeta, removeRelease, switchCurrent } from '../releases.js'
 import type { PhaseResult } from '../runner.js'
 import type { RunContext } from '../run-context.js'
 
@@ -26,7 +26,20 @@ export const rollback = async (ctx: RunContext, _err: AgentError): Promise<Phase
     return { status: 'skipped', detail: 'nothing live was changed' }
   }
   const pm2 = (ctx.pm2 ??= ctx.seams.pm2(s, p, ctx.user))
-  const prevMeta = sw.previousRelease ? await readReleaseMeta(join(p.releasesDir, sw.previousRelease)) : undefined
+  let previous = sw.previousRelease
+  let prevMeta = previous ? await readReleaseMeta(join(p.releasesDir, previous)) : undefined
+  if (sw.release && prevMeta?.good !== true) {
+    // `current` was on a release that never passed its health check (a run killed between switch
+    // and verify): go back to the newest good release instead of stopping the service
+    for (const id of (await listReleases(p.serviceDir)).reverse()) {
+      const meta = await readReleaseMeta(join(p.releasesDir, id))
+      if (meta?.good === true) {
+        previous = id
+        prevMeta = meta
+        break
+      }
+    }
+  }
   const canRestore = sw.release ? prevMeta?.good === true : true
   if (!canRestore) {
     if (ctx.started) {
@@ -38,7 +51,7 @@ export const rollback = async (ctx: RunContext, _err: AgentError): Promise<Phase
   if (sw.env && ctx.previousEnvText !== undefined) {
     await writeFileAtomic(p.envFile, ctx.previousEnvText, { mode: 0o600, ...(ctx.user?.switchTo ?? {}) })
   }
-  if (sw.release && sw.previousRelease) await switchCurrent(p.serviceDir, sw.previousRelease)
+  if (sw.release && previous) await switchCurrent(p.serviceDir, previous)
   ctx.rolledBack = true
   if (ctx.started) {
     await pm2.reload(p.ecosystem)
@@ -48,5 +61,5 @@ export const rollback = async (ctx: RunContext, _err: AgentError): Promise<Phase
       logFiles: [join(p.appLogDir, `${spec.name}-error.log`)], scrub: t => ctx.scrubber.scrub(t),
     })
   }
-  return { detail: `back on ${sw.previousRelease ?? 'the previous env file'}${ctx.started ? ', healthy' : ''}` }
+  return { detail: `back on ${previous ?? 'the previous env file'}${ctx.started ? ', healthy' : ''}` }
 }

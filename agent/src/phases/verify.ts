@@ -1,8 +1,10 @@
+import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { waitHealthy } from '../health.js'
 import { markReleaseGood } from '../releases.js'
 import type { Phase } from '../runner.js'
 import { need, type RunContext } from '../run-context.js'
+import { restartPendingFile } from './switch.js'
 
 /** The health gate; a pass marks the release good (a rollback target from now on). */
 export const verify: Phase<RunContext> = {
@@ -25,6 +27,8 @@ export const verify: Phase<RunContext> = {
     })
     if (r.url) ctx.url = r.url
     await markReleaseGood(rel.dir)
+    // healthy on what is on disk: nothing left for a later run to restart
+    await rm(restartPendingFile(p.serviceDir), { force: true })
     return { detail: r.detail }
   },
 }
