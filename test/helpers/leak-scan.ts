@@ -5,6 +5,7 @@
  */
 import { readdirSync, readFileSync, lstatSync } from 'node:fs'
 import { join } from 'node:path'
+import { pm2, type CliResult } from './sandbox.js'
 
 export interface LeakSources {
   root: string
@@ -42,3 +43,13 @@ export const findLeaks = (values: string[], s: LeakSources): string[] => {
   }
   return found
 }
+
+/** The scan after one agent run: the root (env file allowed), the CLI's output, what PM2 reports
+ * (`jlist`, `env` of app 0) and the command lines sampled while the run lasted. */
+export const leaksAfterRun = (values: string[], root: string, envFile: string, r: CliResult): string[] =>
+  findLeaks(values, {
+    root,
+    allow: [envFile],
+    texts: { stdout: r.stdout, stderr: r.stderr, 'pm2 jlist': pm2(root, ['jlist']), 'pm2 env': pm2(root, ['env', '0']) },
+    cmdlines: r.cmdlines,
+  })

@@ -25,10 +25,10 @@ import { PutParameterCommand, SSMClient } from '@aws-sdk/client-ssm'
 import { createFixtureRepo } from '../helpers/fixture-repo.js'
 import { startGitHttpServer } from '../helpers/git-http-server.js'
 import { startImdsServer } from '../helpers/imds-server.js'
-import { findLeaks } from '../helpers/leak-scan.js'
+import { findLeaks, leaksAfterRun } from '../helpers/leak-scan.js'
 import { startLifecycleProxy, type LifecycleCall } from '../helpers/lifecycle-proxy.js'
 import { startMoto, type RecordedAction } from '../helpers/moto.js'
-import { appFiles, freePort, getJson, pm2, removeSandbox, REPO, runCli, sandboxDir, type CliResult } from '../helpers/sandbox.js'
+import { appFiles, freePort, getJson, removeSandbox, REPO, runCli, sandboxDir, type CliResult } from '../helpers/sandbox.js'
 
 // ---------------------------------------------------------------------------------------------
 // servers, each stopped in teardown (registered before the next one starts)
@@ -171,15 +171,8 @@ const recordRun = async (args: string[], env: Record<string, string> = ENV): Pro
   return { r, moto: recorded, lifecycle, actions }
 }
 
-const noLeaks = (t: Test, r: CliResult) => {
-  const leaks = findLeaks(SECRETS, {
-    root,
-    allow: [envFile],
-    texts: { stdout: r.stdout, stderr: r.stderr, 'pm2 jlist': pm2(root, ['jlist']), 'pm2 env': pm2(root, ['env', '0']) },
-    cmdlines: r.cmdlines,
-  })
-  t.same(leaks, [], 'no secret value outside the env file and the service')
-}
+const noLeaks = (t: Test, r: CliResult) =>
+  t.same(leaksAfterRun(SECRETS, root, envFile, r), [], 'no secret value outside the env file and the service')
 
 const completions = (calls: LifecycleCall[]) => calls.filter(c => c.action === 'CompleteLifecycleAction')
 const heartbeats = (calls: LifecycleCall[]) => calls.filter(c => c.action === 'RecordLifecycleActionHeartbeat' && c.status === 200)

@@ -11,8 +11,8 @@ import { readFileSync, readlinkSync, statSync, readdirSync, existsSync } from 'n
 import { join } from 'node:path'
 import { createFixtureRepo } from '../helpers/fixture-repo.js'
 import { startGitHttpServer } from '../helpers/git-http-server.js'
-import { findLeaks } from '../helpers/leak-scan.js'
-import { appFiles, freePort, getJson, pm2, pm2List, removeSandbox, runCli, sandboxDir, writeSecrets, type CliResult } from '../helpers/sandbox.js'
+import { leaksAfterRun } from '../helpers/leak-scan.js'
+import { appFiles, freePort, getJson, pm2List, removeSandbox, runCli, sandboxDir, writeSecrets, type CliResult } from '../helpers/sandbox.js'
 
 const dir = sandboxDir('run-local')
 const root = join(dir, 'root')
@@ -57,15 +57,8 @@ const state = () => JSON.parse(readFileSync(join(root, 'var/lib/bootstrap-agent/
 const phase = (name: string) => state().phases.find((p: { name: string }) => p.name === name)
 const current = () => readlinkSync(join(serviceDir, 'current'))
 
-const noLeaks = (t: Test, r: CliResult) => {
-  const leaks = findLeaks(SECRETS, {
-    root,
-    allow: [envFile],
-    texts: { stdout: r.stdout, stderr: r.stderr, 'pm2 jlist': pm2(root, ['jlist']), 'pm2 env': pm2(root, ['env', '0']) },
-    cmdlines: r.cmdlines,
-  })
-  t.same(leaks, [], 'no secret value outside the env file and the service')
-}
+const noLeaks = (t: Test, r: CliResult) =>
+  t.same(leaksAfterRun(SECRETS, root, envFile, r), [], 'no secret value outside the env file and the service')
 
 t.test('first run deploys the stage branch from a private repository', async t => {
   const r = await runCli(args)
