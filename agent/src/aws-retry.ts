@@ -2,8 +2,9 @@
  * One retry policy for every AWS call the agent makes (design.md invariant 8). The SDK clients
  * run with `maxAttempts: 1` (see `sdkClientConfig`), so attempts are counted here and nowhere
  * else: transient errors (throttling, 5xx, network, timeouts) are retried with full-jitter
- * exponential backoff inside a bounded total time; anything else fails at once as an AgentError
- * that names the service, the action and the resource, and says what to do.
+ * exponential backoff (longer after throttling) inside a bounded total time; anything else fails
+ * at once as an AgentError that names the service, the action and the resource, and says what
+ * to do.
  *
  * Messages carry AWS's own error message (it names ARNs, roles and policies, never values we did
  * not send) and we only ever send names, paths and ids: no secret value can reach them.
@@ -43,9 +44,9 @@ export interface AwsCall {
 }
 
 export interface RetryOptions {
-  /** give up once the next wait would end past this many ms since the first attempt (60 s) */
+  /** no wait ends past this many ms since the first attempt (60 s): the last one is cut to fit */
   totalMs?: number
-  /** first backoff ceiling (200 ms); doubles per attempt up to capMs */
+  /** first backoff ceiling (200 ms); doubles per attempt up to capMs (throttling: see backoffCeiling) */
   baseMs?: number
   /** largest backoff ceiling (5 s) */
   capMs?: number
@@ -183,8 +184,27 @@ export const awsError = (c: AwsCall, e: unknown, attempts = 1): AgentError => {
 const sleep = (ms: number) => new Promise<void>(resolve => setTimeout(resolve, ms))
 
 /**
- * Runs `fn` until it succeeds, fails permanently, or the next wait would pass `totalMs`.
- * Full jitter: each wait is uniform in [0, min(cap, base * 2^(attempt-1))).
+ * Throttling is not a lost packet: the account's token bucket is empty for every caller, in a
+ * boot storm the whole fleet. Retried as fast as a reset connection, most retries are refused
+ * again: 200 instances booting at once sent 10-14 retries each (p50) with the plain ceilings.
+ * So throttling waits start 4 times higher (0.8 s) and grow to twice the cap (10 s): 5-9
+ * retries each, at the same boot times (docs/reliability.md, "Boot storm"; a 20 s cap made the
+ * tail longer). The SDK's own standard mode also waits longer after throttling.
+ */
+export const THROTTLED_BASE_FACTOR = 4
+export const THROTTLED_CAP_FACTOR = 2
+
+/** The ceiling of the full-jitter wait after failed attempt number `attempt` (1-based). */
+export const backoffCeiling = (kind: AwsErrorKind, attempt: number, baseMs: number, capMs: number): number =>
+  kind === 'throttled'
+    ? Math.min(capMs * THROTTLED_CAP_FACTOR, baseMs * THROTTLED_BASE_FACTOR * 2 ** (attempt - 1))
+    : Math.min(capMs, baseMs * 2 ** (attempt - 1))
+
+/**
+ * Runs `fn` until it succeeds, fails permanently, or `totalMs` have passed.
+ * Full jitter: each wait is uniform in [0, backoffCeiling). A wait that would end past `totalMs`
+ * is cut to end there, with one last attempt: giving up instead would leave up to a whole ceiling
+ * of the budget unused (10 s of throttling backoff), and a lifecycle completion with it.
  * An AgentError thrown by `fn` is already a decision and passes through unchanged.
  */
 export const withRetry = async <T>(what: AwsCall, fn: () => Promise<T>, opts: RetryOptions = {}): Promise<T> => {
@@ -199,8 +219,9 @@ export const withRetry = async <T>(what: AwsCall, fn: () => Promise<T>, opts: Re
       if (isAgentError(e)) throw e
       const info = classifyAwsError(e)
       if (!info.retryable) throw awsError(what, e, attempt)
-      const delayMs = Math.floor(Math.random() * Math.min(capMs, baseMs * 2 ** (attempt - 1)))
-      if (Date.now() - started + delayMs >= totalMs) throw awsError(what, e, attempt)
+      const left = totalMs - (Date.now() - started)
+      if (left <= 0) throw awsError(what, e, attempt)
+      const delayMs = Math.min(left, Math.floor(Math.random() * backoffCeiling(info.kind, attempt, baseMs, capMs)))
       opts.onRetry?.({ attempt, code: info.code, delayMs })
       await sleep(delayMs)
     }

@@ -1,5 +1,5 @@
-import t from 'tap'
-import { awsError, classifyAwsError, sdkClientConfig, withRetry, type AwsErrorKind } from '../../agent/src/aws-retry.js'
+import t, { type Test } from 'tap'
+import { awsError, backoffCeiling, classifyAwsError, sdkClientConfig, withRetry, type AwsErrorKind } from '../../agent/src/aws-retry.js'
 import { isAgentError } from '../../agent/src/errors.js'
 import { rejected } from '../helpers/thrown.js'
 
@@ -78,7 +78,11 @@ t.test('transient errors are retried, then the call succeeds', async t => {
   t.equal(r, 'ok')
   t.equal(calls, 4)
   t.same(retries.map(i => [i.attempt, i.code]), [[1, 'ThrottlingException'], [2, 'ECONNRESET'], [3, 'InternalFailure']])
-  for (const i of retries) t.ok(i.delayMs >= 0 && i.delayMs < Math.min(40, 10 * 2 ** (i.attempt - 1)), `full jitter below the ceiling (attempt ${i.attempt}: ${i.delayMs} ms)`)
+  const kinds: AwsErrorKind[] = ['throttled', 'unreachable', 'server']
+  for (const i of retries) {
+    const ceiling = backoffCeiling(kinds[i.attempt - 1] ?? 'server', i.attempt, 10, 40)
+    t.ok(i.delayMs >= 0 && i.delayMs < ceiling, `full jitter below the ceiling (attempt ${i.attempt}: ${i.delayMs} ms < ${ceiling} ms)`)
+  }
   t.ok(Date.now() - started < 1000)
 })
 
@@ -122,6 +126,54 @@ t.test('retries stop within the total time and report the last code', async t =>
   t.equal(e.code, 'AWS_THROTTLED')
   t.equal(e.retryable, true)
   t.match(e.message, new RegExp(`autoscaling:CompleteLifecycleAction on asg/hook failed after ${calls} attempts: Throttling \\(HTTP 400\\): Rate exceeded`))
+})
+
+t.test('backoff ceilings: doubling per attempt up to the cap; throttling starts 4x higher and may reach 2x the cap', async t => {
+  const table: [AwsErrorKind, number, number][] = [
+    ['server', 1, 200], ['server', 2, 400], ['server', 5, 3200], ['server', 6, 5000], ['server', 40, 5000],
+    ['unreachable', 1, 200], ['unreachable', 6, 5000],
+    ['throttled', 1, 800], ['throttled', 2, 1600], ['throttled', 4, 6400], ['throttled', 5, 10_000], ['throttled', 2000, 10_000],
+  ]
+  for (const [kind, attempt, ceiling] of table) t.equal(backoffCeiling(kind, attempt, 200, 5000), ceiling, `${kind}, attempt ${attempt}`)
+})
+
+/** Runs `fn` with Math.random pinned just below 1, so every full-jitter wait is its ceiling. */
+const atCeiling = async <T>(t: Test, fn: () => Promise<T>): Promise<T> => {
+  const random = Math.random
+  Math.random = () => 0.9999
+  t.teardown(() => void (Math.random = random))
+  try {
+    return await fn()
+  } finally {
+    Math.random = random
+  }
+}
+
+t.test('a throttled call waits the throttling ceiling, a server error the plain one', async t => {
+  const errors = [sdkError('ThrottlingException', 400), sdkError('Throttling', 400), sdkError('InternalFailure', 500)]
+  const retries: { attempt: number; code: string; delayMs: number }[] = []
+  await atCeiling(t, () => withRetry({ service: 'ssm', action: 'GetParametersByPath' }, async () => {
+    const e = errors.shift()
+    if (e) throw e
+    return 'ok'
+  }, { baseMs: 10, capMs: 1000, onRetry: i => retries.push(i) }))
+  t.same(retries.map(i => [i.code, i.delayMs]), [['ThrottlingException', 39], ['Throttling', 79], ['InternalFailure', 39]])
+})
+
+t.test('the last wait is cut to the time left, for one last attempt, instead of giving up early', async t => {
+  let calls = 0
+  const retries: { attempt: number; code: string; delayMs: number }[] = []
+  const started = Date.now()
+  const e = await atCeiling(t, () => rejected(() => withRetry({ service: 'autoscaling', action: 'CompleteLifecycleAction', resource: 'asg/hook' }, async () => {
+    calls++
+    throw sdkError('Throttling', 400, 'Rate exceeded')
+  }, { totalMs: 120, baseMs: 1000, capMs: 5000, onRetry: i => retries.push(i) })))
+  // the first ceiling (4 s) is far past the 120 ms budget: the wait is cut to what is left
+  t.equal(calls, 2, 'one attempt more, at the end of the budget')
+  t.equal(retries.length, 1)
+  t.ok((retries[0]?.delayMs ?? 0) <= 120, `the wait fits the budget (${retries[0]?.delayMs} ms)`)
+  t.ok(Date.now() - started < 1000, 'no 4 s wait')
+  t.ok(isAgentError(e) && e.code === 'AWS_THROTTLED' && /after 2 attempts/.test(e.message), isAgentError(e) ? e.message : String(e))
 })
 
 t.test('network trouble that never ends is AWS_UNREACHABLE', async t => {
