@@ -4,17 +4,18 @@
 // What each figure means and the figures of a run: bench/README.md.
 //
 //   node bench/run.mjs [--reps N] [--scale-reps N] [--keys-reps N] [--cold-reps N]
-//                      [--only core,cold,artifact,scale,keys] [--unbundled | --agent-entry FILE]
+//                      [--only core,cold,artifact,scale,keys,warm] [--unbundled | --agent-entry FILE]
 //                      [--no-build] [--keep]
 // --agent-entry measures another build of the agent (e.g. an experimental bundle laid out like
 // the release: FILE is its entry point, run with node); --keep leaves the sandbox in /tmp.
 import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { cpSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { startImds } from './lib/imds.mjs'
+import { measureWarm, warmRows } from './lib/warm.mjs'
 import {
   createRepo, freePort, freshAgentRoot, freshBaselineRoot, health, killPm2, median, pm2Costs,
   readState, REGION, startMoto, timed, workDir,
@@ -27,7 +28,7 @@ const { values: opt } = parseArgs({
     'scale-reps': { type: 'string', default: '1' },
     'keys-reps': { type: 'string', default: '2' },
     'cold-reps': { type: 'string', default: '10' },
-    only: { type: 'string', default: 'core,cold,artifact,scale,keys' },
+    only: { type: 'string', default: 'core,cold,artifact,scale,keys,warm' },
     unbundled: { type: 'boolean', default: false },
     'agent-entry': { type: 'string' },
     'no-build': { type: 'boolean', default: false },
@@ -64,7 +65,10 @@ if (spawnSync('tar', ['-xzf', ARTIFACT, '-C', release]).status !== 0) throw new 
 const BUNDLED = [join(release, 'bootstrap-agent/dist/agent.mjs')]
 const UNBUNDLED = [join(REPO, 'dist/bin.js')]
 const CUSTOM = opt['agent-entry'] ? [opt['agent-entry']] : undefined
-const AGENT = CUSTOM ?? (opt.unbundled ? UNBUNDLED : BUNDLED)
+// runs go through the artifact's launcher, as systemd's ExecStart does (bin/bootstrap-agent: sh,
+// then `exec node <its flags> dist/agent.mjs`, same pid); the cold-start section times both
+const LAUNCHER = join(release, 'bootstrap-agent/bin/bootstrap-agent')
+const AGENT = CUSTOM ? [process.execPath, ...CUSTOM] : opt.unbundled ? [process.execPath, ...UNBUNDLED] : [LAUNCHER]
 
 // moto and the IMDS server start inside measure(), so a failure at any point still cleans up
 let moto
@@ -113,7 +117,7 @@ const runAgent = async (root, { svc, reason = 'boot', cmd = AGENT } = {}) => {
     AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint,
     ...(svc && svc.name !== 'app' ? { BOOTSTRAP_SERVICE: svc.name, BOOTSTRAP_REPOSITORY: svc.repo.url } : {}),
   }
-  const r = await timed(process.execPath, [...cmd, 'run', '--reason', reason, '--root', root, '--json'], env, { sample: true })
+  const r = await timed(cmd[0], [...cmd.slice(1), 'run', '--reason', reason, '--root', root, '--json'], env, { sample: true })
   if (r.code !== 0) throw new Error(`agent run (${root}) exited ${r.code}:\n${r.stderr.slice(-3000)}\n${r.stdout.slice(-3000)}`)
   const state = readState(root)
   const phases = Object.fromEntries(state.phases.map(p => [p.name, p.durationMs]))
@@ -125,7 +129,9 @@ const runAgent = async (root, { svc, reason = 'boot', cmd = AGENT } = {}) => {
     betweenPhases: state.durationMs - inPhases,
     exit: r.exitedAt - Date.parse(state.finishedAt),
   }
-  return { ms: r.ms, peakRssMb: r.peakRssMb, cpuMs: r.cpuMs, phases, inPhases, outsidePhases: r.ms - inPhases, overhead, details: state.phases.map(p => `${p.name}:${p.status}`).join(' ') }
+  // whether the agent already spawned PM2's daemon during install (then `start` holds no spawn)
+  const pm2Overlapped = state.phases.some(p => p.name === 'start' && /PM2 made ready during install/.test(p.detail ?? ''))
+  return { ms: r.ms, peakRssMb: r.peakRssMb, cpuMs: r.cpuMs, phases, inPhases, outsidePhases: r.ms - inPhases, overhead, pm2Overlapped, details: state.phases.map(p => `${p.name}:${p.status}`).join(' ') }
 }
 
 /** The baseline script, as root, with the same endpoints; its step timings from BENCH_TIMINGS. */
@@ -238,9 +244,11 @@ const measure = async () => {
     // secrets with the clone, the PM2 daemon's spawn with npm ci. Per rep, then the median.
     const daemonMs = median(pm2.map(x => x.spawnMs))
     const fb = runs.firstBoot
+    // what the agent already overlaps is not in its phase times (secrets read during fetch: the
+    // secrets phase is what was left to wait for; the daemon spawned during install: not in start)
     const agentCp = fb.agent.map(x => {
       const p = x.phases
-      return x.inPhases - Math.min(p.fetch ?? 0, p.secrets ?? 0) - Math.min(p.install ?? 0, daemonMs)
+      return x.inPhases - Math.min(p.fetch ?? 0, p.secrets ?? 0) - (x.pm2Overlapped ? 0 : Math.min(p.install ?? 0, daemonMs))
     })
     const baselineCp = fb.baseline.map(x => {
       const s = x.steps
@@ -263,7 +271,7 @@ const measure = async () => {
     const variants = {
       bundled: [process.execPath, BUNDLED],
       unbundled: [process.execPath, UNBUNDLED],
-      launcher: [join(release, 'bootstrap-agent/bin/bootstrap-agent'), []],
+      launcher: [LAUNCHER, []],
       ...(CUSTOM ? { custom: [process.execPath, CUSTOM] } : {}),
     }
     const cold = {}
@@ -319,7 +327,8 @@ const measure = async () => {
       bytes: statSync(ARTIFACT).size,
       unpackedBytes: unpacked,
       entries: files,
-      bundleBytes: statSync(join(release, 'bootstrap-agent/dist/agent.mjs')).size,
+      // the entry and its chunks (scripts/package.mjs splits the bundle at its dynamic imports)
+      bundleBytes: readdirSync(join(release, 'bootstrap-agent/dist')).filter(f => f.endsWith('.mjs')).reduce((n, f) => n + statSync(join(release, 'bootstrap-agent/dist', f)).size, 0),
       offlineInstallMs: Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, median(v)])),
     }
     say(`artifact: ${(results.artifact.bytes / 1048576).toFixed(2)} MiB, offline install ${ms(results.artifact.offlineInstallMs.total)}`)
@@ -410,8 +419,15 @@ const measure = async () => {
   })
 }
 
+// -- W: warm pool, warmed start vs cold boot (bench/lib/warm.mjs) ---------------------------------------
+
+const measureWarmSection = () => section('warm', async () => {
+  results.warm = await measureWarm({ reps: REPS, moto, imds, app, runAgent, agentRoot, freshAgentRoot, killPm2, expectBuild, say, ms })
+})
+
 try {
   await measure()
+  await measureWarmSection()
 } finally {
   results.totalSeconds = Math.round((Date.now() - started) / 1000)
   results.machine.loadavgAtEnd = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')
@@ -468,6 +484,7 @@ if (a) {
   row('8 artifact size', `${(a.bytes / 1048576).toFixed(2)} MiB`, `unpacked ${(a.unpackedBytes / 1048576).toFixed(1)} MiB`, '', '', '')
   row('8 offline install (sha256 + extract + --version)', ms(a.offlineInstallMs.total), '', '', '', '')
 }
+if (results.warm) rows.push(...warmRows(results.warm, { ms, x }))
 results.table = rows
 
 writeFileSync(join(REPO, 'bench/results.json'), `${JSON.stringify(results, (k, v) => (typeof v === 'number' && !Number.isInteger(v) ? round(v) : v), 2)}\n`)

@@ -119,13 +119,15 @@ const readTagsFromImds = async (imds: Imds, keysNeeded: readonly string[] | unde
   return tags
 }
 
-const readTagsFromApi = async (api: Ec2TagsApi, instanceId: string, keysNeeded: readonly string[] | undefined): Promise<Record<string, string>> => {
+const readTagsFromApi = async (api: Ec2TagsApi, instanceId: string, keysNeeded: readonly string[] | undefined, log: Logger | undefined): Promise<Record<string, string>> => {
   const call = { service: 'ec2', action: 'DescribeTags', resource: instanceId }
   const tags: Record<string, string> = {}
   let NextToken: string | undefined
   try {
     do {
-      const page = await withRetry(call, () => api.describeTags({ Filters: [{ Name: 'resource-id', Values: [instanceId] }], MaxResults: 1000, NextToken }))
+      const page = await withRetry(call, () => api.describeTags({ Filters: [{ Name: 'resource-id', Values: [instanceId] }], MaxResults: 1000, NextToken }), {
+        onRetry: i => log?.warn({ aws: 'ec2:DescribeTags', resource: instanceId, ...i }, `AWS DescribeTags failed (${i.code}); retrying`),
+      })
       for (const t of page.Tags ?? []) {
         if (t.Key !== undefined && (keysNeeded === undefined || keysNeeded.includes(t.Key))) tags[t.Key] = t.Value ?? ''
       }
@@ -179,7 +181,7 @@ export const createAwsIdentity = (opts: AwsIdentityOptions = {}): Identity => ({
       if (!region) throw imdsFailed(imds, 'placement/region', new Error('404 Not Found: no region to ask ec2:DescribeTags in'))
       opts.log?.info({ instanceId, region }, 'instance metadata tags are turned off; reading the tags with ec2:DescribeTags')
       const api = (opts.ec2Tags ?? createEc2TagsApi)(region)
-      tags = await readTagsFromApi(api, instanceId, opts.tagKeysNeeded)
+      tags = await readTagsFromApi(api, instanceId, opts.tagKeysNeeded, opts.log)
       source = `IMDSv2 ${imds.endpoint} + ec2:DescribeTags (instance metadata tags are off)`
     }
     return { instanceId, region, availabilityZone, tags, lifecycleState, source }

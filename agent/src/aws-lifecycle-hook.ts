@@ -1,7 +1,8 @@
 /**
  * The LifecycleHook on AWS (the model is buildkite/lifecycled's autoscaling.go): find this
- * instance's Auto Scaling group and its launching hook(s), heartbeat while the long phases run,
- * and complete the lifecycle action exactly once, on its own deadline (invariant 6).
+ * instance's Auto Scaling group and its hook(s) for one transition (launching for `run`,
+ * terminating for `watch`), heartbeat while the long work runs, and complete the lifecycle
+ * action exactly once, on its own deadline (invariant 6).
  *
  * Discovery is lazy (first begin(), complete() or discover()), so `Seams.hook` stays a
  * synchronous factory: the run builds the hook in `resolve` and nothing else has to await it.
@@ -49,21 +50,35 @@ export interface AwsLifecycleHookOptions {
   lifecycleState?: string
   log: Logger
   api?: AutoScalingApi
-  /** complete only this hook (default: every launching hook of the group) */
+  /** which transition's hooks (default launching) */
+  transition?: Transition
+  /** complete only this hook (default: every hook of the group for the transition) */
   hookName?: string
   /** heartbeat interval (default: a third of the shortest HeartbeatTimeout, at least 10 s) */
   heartbeatMs?: number
-  /** deadline of the completion, retries included (30 s) */
+  /** deadline of the completion, retries included (default: completionBudgetMs of the hooks; a
+   * discovery retried by complete() gets 30 s) */
   completeTimeoutMs?: number
   /** how long discovery waits for Auto Scaling to list an instance IMDS says is a member (30 s) */
   discoveryWaitMs?: number
+  /** also wait (discoveryWaitMs) until Auto Scaling shows the transition's states: IMDS said
+   * Terminated, and DescribeAutoScalingInstances may still say InService for a moment */
+  awaitTransition?: boolean
   /** backoff of every call (tests shorten it) */
   retry?: Pick<RetryOptions, 'baseMs' | 'capMs' | 'totalMs'>
 }
 
 export const LAUNCHING = 'autoscaling:EC2_INSTANCE_LAUNCHING'
-/** Pending / Warmed:Pending come just before the Wait state: the action will exist by complete() */
-const WAITING_STATES = new Set(['Pending', 'Pending:Wait', 'Warmed:Pending', 'Warmed:Pending:Wait'])
+export const TERMINATING = 'autoscaling:EC2_INSTANCE_TERMINATING'
+export type Transition = 'launching' | 'terminating'
+
+/** Per transition: its LifecycleTransition name, and the states in which an action of it is (or
+ * is about to be) waiting. Pending / Terminating (and their Warmed: forms, for warm-pool
+ * instances) come just before the Wait state: the action will exist by complete(). */
+const TRANSITIONS: Readonly<Record<Transition, { name: string; waiting: ReadonlySet<string> }>> = {
+  launching: { name: LAUNCHING, waiting: new Set(['Pending', 'Pending:Wait', 'Warmed:Pending', 'Warmed:Pending:Wait']) },
+  terminating: { name: TERMINATING, waiting: new Set(['Terminating', 'Terminating:Wait', 'Warmed:Terminating', 'Warmed:Terminating:Wait']) },
+}
 const MIN_HEARTBEAT_MS = 10_000
 
 type Discovery =
@@ -78,11 +93,25 @@ const isNoActiveAction = (e: unknown) => {
 
 const sleep = (ms: number) => new Promise<void>(resolve => setTimeout(resolve, ms))
 
+/** Discovery that failed before and is retried by complete() gets this much. */
+const DISCOVERY_IN_COMPLETE_MS = 30_000
+
+/**
+ * The deadline of a completion, retries included: half of the shortest HeartbeatTimeout (the
+ * action stays active that long after the last heartbeat, and heartbeats stop when completion
+ * starts), at least 30 s, at most 5 min. A fleet booting at once throttles Auto Scaling's shared
+ * bucket (docs/reliability.md, "Boot storm"): a fixed 30 s let healthy instances be abandoned.
+ */
+export const completionBudgetMs = (hooks: readonly { heartbeatTimeoutS: number }[]): number =>
+  Math.min(300_000, Math.max(30_000, (Math.min(...hooks.map(h => h.heartbeatTimeoutS)) * 1000) / 2))
+
 export const heartbeatInterval = (hooks: readonly { heartbeatTimeoutS: number }[]): number =>
   Math.max(MIN_HEARTBEAT_MS, Math.min(...hooks.map(h => (h.heartbeatTimeoutS * 1000) / 3)))
 
 export const createAwsLifecycleHook = (opts: AwsLifecycleHookOptions): LifecycleHook & { discover(): Promise<string> } => {
   const { instanceId, log } = opts
+  const kind = opts.transition ?? 'launching'
+  const transition = TRANSITIONS[kind]
   let api: AutoScalingApi | undefined = opts.api
   const asg = () => (api ??= createAutoScalingApi(opts.region))
   const call = <T>(what: AwsCall, fn: () => Promise<T>, totalMs?: number) =>
@@ -98,44 +127,49 @@ export const createAwsLifecycleHook = (opts: AwsLifecycleHookOptions): Lifecycle
   let beating = false
   let completion: Promise<HookOutcome> | undefined
 
-  const findGroup = async () => {
-    const waitMs = opts.lifecycleState === undefined ? 0 : opts.discoveryWaitMs ?? 30_000
+  /** `left()`: what remains of the caller's budget (undefined: each call has the default budget) */
+  const findGroup = async (left: () => number | undefined) => {
+    const waitMs = Math.min(opts.lifecycleState === undefined ? 0 : opts.discoveryWaitMs ?? 30_000, left() ?? Infinity)
     const deadline = Date.now() + waitMs
     for (;;) {
       const r = await call({ service: 'autoscaling', action: 'DescribeAutoScalingInstances', resource: instanceId },
-        () => asg().describeAutoScalingInstances({ InstanceIds: [instanceId] }))
+        () => asg().describeAutoScalingInstances({ InstanceIds: [instanceId] }), left())
       const me = r.AutoScalingInstances?.find(i => i.InstanceId === instanceId)
-      if (me || Date.now() >= deadline) return me
+      const settled = me !== undefined && (!opts.awaitTransition || transition.waiting.has(me.LifecycleState ?? ''))
+      if (settled || Date.now() >= deadline) return me
       await sleep(Math.min(2_000, Math.max(1, waitMs / 5)))
     }
   }
 
-  const runDiscovery = async (): Promise<Discovery> => {
-    const me = await findGroup()
+  const runDiscovery = async (budgetMs: number | undefined): Promise<Discovery> => {
+    const end = budgetMs === undefined ? undefined : Date.now() + budgetMs
+    const left = () => (end === undefined ? undefined : Math.max(1, end - Date.now()))
+    const me = await findGroup(left)
     if (!me?.AutoScalingGroupName) {
       if (opts.lifecycleState !== undefined) log.warn({ instanceId, imdsTargetState: opts.lifecycleState }, 'instance metadata names a target lifecycle state, but Auto Scaling does not list this instance')
       return { kind: 'none', description: `none (${instanceId} is not in an Auto Scaling group)` }
     }
     const group = me.AutoScalingGroupName
     const state = me.LifecycleState ?? 'unknown'
-    if (!WAITING_STATES.has(state)) return { kind: 'none', description: `asg ${group}, nothing to complete (${state})` }
+    if (!transition.waiting.has(state)) return { kind: 'none', description: `asg ${group}, nothing to complete (${state})` }
     const r = await call({ service: 'autoscaling', action: 'DescribeLifecycleHooks', resource: group },
-      () => asg().describeLifecycleHooks({ AutoScalingGroupName: group }))
+      () => asg().describeLifecycleHooks({ AutoScalingGroupName: group }), left())
     const hooks = (r.LifecycleHooks ?? [])
-      .filter(h => h.LifecycleTransition === LAUNCHING && h.LifecycleHookName !== undefined && (opts.hookName === undefined || h.LifecycleHookName === opts.hookName))
+      .filter(h => h.LifecycleTransition === transition.name && h.LifecycleHookName !== undefined && (opts.hookName === undefined || h.LifecycleHookName === opts.hookName))
       .map(h => ({ name: h.LifecycleHookName ?? '', heartbeatTimeoutS: h.HeartbeatTimeout ?? 3600 }))
     if (hooks.length === 0) {
-      const which = opts.hookName === undefined ? 'no launching lifecycle hook' : `no launching lifecycle hook named ${opts.hookName}`
+      const which = opts.hookName === undefined ? `no ${kind} lifecycle hook` : `no ${kind} lifecycle hook named ${opts.hookName}`
       return { kind: 'none', description: `asg ${group}, ${which} (${state})` }
     }
-    if (hooks.length > 1) log.warn({ asg: group, hooks: hooks.map(h => h.name) }, 'several launching lifecycle hooks: the agent heartbeats and completes each of them')
+    if (hooks.length > 1) log.warn({ asg: group, hooks: hooks.map(h => h.name) }, `several ${kind} lifecycle hooks: the agent heartbeats and completes each of them`)
     const names = hooks.map(h => h.name).join(', ')
     return { kind: 'waiting', asg: group, state, hooks, description: `asg ${group}, ${hooks.length > 1 ? 'hooks' : 'hook'} ${names} (${state})` }
   }
 
-  /** Memoized on success only: a failed discovery is tried again by complete(), on its deadline. */
-  const discover = (): Promise<Discovery> => {
-    discovery ??= runDiscovery().then(
+  /** Memoized on success only: a failed discovery is tried again by complete(), within the
+   * completion's own deadline (`budgetMs`), not on the default budget of every call. */
+  const discover = (budgetMs?: number): Promise<Discovery> => {
+    discovery ??= runDiscovery(budgetMs).then(
       d => {
         description = d.description
         log.info({ instanceId, lifecycleHook: d.description }, `lifecycle hook: ${d.description}`)
@@ -183,9 +217,9 @@ export const createAwsLifecycleHook = (opts: AwsLifecycleHookOptions): Lifecycle
 
   const completeAll = async (result: HookResult): Promise<HookOutcome> => {
     stopHeartbeats()
-    const totalMs = opts.completeTimeoutMs ?? 30_000
-    const d = await discover()
+    const d = await discover(opts.completeTimeoutMs ?? DISCOVERY_IN_COMPLETE_MS)
     if (d.kind === 'none') return 'not-applicable'
+    const totalMs = opts.completeTimeoutMs ?? completionBudgetMs(d.hooks)
     const outcomes: HookOutcome[] = []
     let failure: unknown
     for (const h of d.hooks) {

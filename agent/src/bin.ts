@@ -4,7 +4,25 @@
  * drain, matters: an SDK keep-alive socket (an IMDS or VPC endpoint that keeps connections open)
  * would hold the run open for seconds after its work is done. Logs are written synchronously
  * (files, and pipes on Linux), so nothing is lost.
+ *
+ * `--version` and the top-level help are answered before the agent itself is imported: loading
+ * it (the AWS SDK clients, pino, ajv) costs ~0.3 s and ~45 MB, which user-data's install check
+ * and an operator's `--help` would otherwise pay for one line of output. The release bundle is
+ * split at these dynamic imports (scripts/package.mjs), so the skipped code is not even parsed.
  */
-import { main } from './main.js'
+const argv = process.argv.slice(2)
+const first = argv.length <= 1 ? argv[0] : 'a command'
 
-process.exit(await main(process.argv.slice(2), process.env, { stdout: process.stdout, stderr: process.stderr }))
+if (first === '--version' || first === '-v' || first === 'version') {
+  const { VERSION } = await import('./version.js')
+  process.stdout.write(`${VERSION}\n`)
+  process.exit(0)
+}
+if (first === undefined || first === '--help' || first === '-h' || first === 'help') {
+  const { helpFor } = await import('./cli-args.js')
+  process.stdout.write(`${helpFor('help')}\n`)
+  process.exit(0)
+}
+
+const { main } = await import('./main.js')
+process.exit(await main(argv, process.env, { stdout: process.stdout, stderr: process.stderr }))

@@ -8,7 +8,7 @@ import { ConfigError } from './errors.js'
 import { OPTIONS } from './settings.js'
 import { paramHelp } from './user-data.js'
 
-export const COMMANDS = ['run', 'plan', 'status', 'manifest-schema', 'render-user-data', 'rollout', 'help', 'version'] as const
+export const COMMANDS = ['run', 'plan', 'status', 'watch', 'manifest-schema', 'render-user-data', 'rollout', 'help', 'version'] as const
 export type Command = (typeof COMMANDS)[number]
 
 export interface ParsedArgs {
@@ -74,7 +74,8 @@ Usage: bootstrap-agent <command> [flags]
 Commands:
   run               identify -> resolve -> fetch -> secrets -> install -> build -> switch -> start -> verify -> complete -> cleanup
   plan              what run would do (branch, commit, secret names, PM2 app, phases); changes nothing
-  status            the last run (table on a TTY, --json for machines)
+  status            the last run (table on a TTY, --json for machines), and what watch saw and did
+  watch             long-running (bootstrap-agent-watch.service): polls IMDS; on termination or a spot notice, drains and completes the terminating hook
   manifest-schema   print the JSON Schema of the repository manifest (bootstrap-agent.json)
   render-user-data  render the launch template's user-data script (installs and starts the agent)
   rollout           for operators: re-bootstrap a service's instances over SSM, in batches, within an error budget
@@ -82,7 +83,7 @@ Commands:
 
 Run "bootstrap-agent <command> --help" for the flags of a command.
 Exit codes: 0 success, 1 failed (previous good release left serving, or not started), 2 bad configuration or input (nothing changed), 3 another run holds the lock.`,
-  run: `Usage: bootstrap-agent run [--local] [--tag Key=Value ...] [--reason boot|ssm|manual] [--json] [settings flags]
+  run: `Usage: bootstrap-agent run [--local] [--tag Key=Value ...] [--reason boot|ssm|manual|warm-pool] [--json] [settings flags]
 
 Runs the whole pipeline. With --local, no AWS: tags come from --tag, secrets from --secrets-file,
 and everything lives under --root (default ./.bootstrap-local). Re-running converges: an unchanged
@@ -90,7 +91,9 @@ commit and unchanged secrets redeploy nothing.
 
   --local                      local mode (no AWS); also BOOTSTRAP_LOCAL=1
   --tag Key=Value              instance tag (local mode), repeatable
-  --reason boot|ssm|manual     why this run happens (logged; boot completes the lifecycle hook)
+  --reason boot|ssm|manual|warm-pool
+                               why this run happens (logged; warm-pool: started by watch when a
+                               Warmed:Running instance goes InService)
   --dry-run                    same as the plan command
   --json                       JSON lines on stdout even on a TTY
 
@@ -106,17 +109,41 @@ Settings flags are those of "run" (see bootstrap-agent run --help).`,
   status: `Usage: bootstrap-agent status [--root DIR] [--local] [--json]
 
 Prints the last run from state.json: outcome, service, branch, commit, release, phases and timings,
-and whether a run is in progress (lock holder) or was interrupted.`,
+and whether a run is in progress (lock holder) or was interrupted; then, from watch.json, what
+watch saw (since, last poll, target lifecycle state, spot notice) and the drain it ran.`,
+  watch: `Usage: bootstrap-agent watch [--root DIR] [--json] [--watch-interval S] [--pre-stop-timeout S] [settings flags]
+
+Runs until SIGTERM (bootstrap-agent-watch.service, Restart=on-failure). Every --watch-interval
+seconds it reads autoscaling/target-lifecycle-state and spot/instance-action from IMDSv2 (one
+session token, renewed before it expires; backoff up to 30 s while IMDS does not answer):
+  Terminated / Warmed:Terminated   drain, then complete the terminating lifecycle hook (CONTINUE),
+                                   heartbeating while the drain runs
+  spot instance-action             the same drain (within the two-minute notice); the hook is
+                                   completed once the target state says Terminated, without a
+                                   second drain
+  Warmed:* -> InService            run --reason warm-pool (a Warmed:Running pool has no boot)
+Drain (once per instance lifetime): stop a run in progress, the manifest's preStop command (as the
+service user, with the service environment, --pre-stop-timeout), pm2 stop (SIGINT, then SIGKILL
+after killTimeoutMs), fsync of the logs. A failing step still completes the hook. State in
+<root>/var/lib/bootstrap-agent/watch.json; see bootstrap-agent status. Only AWS mode.
+
+  --watch-interval S     seconds between polls (1-60) [5]
+  --pre-stop-timeout S   seconds for the preStop command (1-600) [30]
+  --imds-token-ttl S     IMDSv2 token lifetime (1-21600) [21600]
+  --heartbeat-interval S lifecycle heartbeats while draining; 0 derives it from the hook [0]
+Other settings flags (--service-user, --manifest, --log-level ...) as for run; the service is the one
+the last run deployed (state.json) unless --service names it.`,
   'manifest-schema': `Usage: bootstrap-agent manifest-schema
 
 Prints the JSON Schema of bootstrap-agent.json, the manifest an app repository may hold at its root.`,
-  'render-user-data': `Usage: bootstrap-agent render-user-data --template NAME --param key=value ... [--out FILE] [--unit-file FILE]
+  'render-user-data': `Usage: bootstrap-agent render-user-data --template NAME --param key=value ... [--out FILE] [--unit-file FILE] [--watch-unit-file FILE]
 
 Renders user-data/templates/NAME.sh.tpl (template: bootstrap) into a launch template's user-data:
 a bash script that downloads the release artifact (npm run package), checks its sha256, installs
 Node if needed and the agent under /opt/bootstrap-agent/<version>, writes
-/etc/bootstrap-agent/agent.env and the systemd unit (--unit-file, default
-systemd/bootstrap-agent.service), and starts bootstrap-agent.service. Writes FILE, or stdout;
+/etc/bootstrap-agent/agent.env and the systemd units (--unit-file, default
+systemd/bootstrap-agent.service; --watch-unit-file, default systemd/bootstrap-agent-watch.service),
+and starts bootstrap-agent.service and bootstrap-agent-watch.service. Writes FILE, or stdout;
 prints the size (at most 16384 bytes) on stderr. Unknown, missing or secret-looking parameters
 are refused (exit 2): user-data is readable by every process on the instance.
 

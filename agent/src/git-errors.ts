@@ -4,7 +4,7 @@
  * credential or a missing repo or branch fails at once, because retrying cannot fix it and
  * only delays the lifecycle hook's answer.
  */
-import { AgentError, ConfigError } from './errors.js'
+import { AgentError, ConfigError, ExitCode } from './errors.js'
 
 export interface GitFailureContext {
   /** credential-free URL */
@@ -51,12 +51,36 @@ const matches = (patterns: RegExp[], text: string) => patterns.some((p) => p.tes
 
 const where = (c: GitFailureContext) => (c.branch === undefined ? `"${c.url}"` : `branch "${c.branch}" of "${c.url}"`)
 
+export interface MissingBranchContext {
+  /** where the branch name came from, e.g. `environment "prod" in the branch map` */
+  origin?: string
+  /** how to point the agent at another branch, e.g. `fix the Branch tag` */
+  fix?: string
+  /** the branches the remote does have */
+  branches?: readonly string[]
+}
+
+const MAX_LISTED = 10
+const listBranches = (names: readonly string[]) => {
+  const shown = names.slice(0, MAX_LISTED).map((b) => `"${b}"`).join(', ')
+  return names.length > MAX_LISTED ? `${shown} and ${names.length - MAX_LISTED} more` : shown
+}
+
 /** An error for `branch` missing on the remote: bad input, exit 2, never retried. */
-export const branchNotFound = (url: string, branch: string) =>
+export const branchNotFound = (url: string, branch: string, m: MissingBranchContext = {}) =>
   new ConfigError(
-    `branch "${branch}" does not exist in "${url}"`,
-    'push the branch, or fix the Environment/Branch tag or the environment-to-branch map',
+    `branch "${branch}"${m.origin ? ` (from ${m.origin})` : ''} does not exist in "${url}"` +
+      (m.branches?.length ? `; its branches are ${listBranches(m.branches)}` : ''),
+    `push the branch, or ${m.fix ?? 'fix the Environment/Branch tag or the environment-to-branch map'}`,
     'GIT_BRANCH_NOT_FOUND',
+  )
+
+/** A repository without a single branch (created, never pushed to): bad input, exit 2. */
+export const repoEmpty = (url: string, branch: string) =>
+  new ConfigError(
+    `git repository "${url}" is empty (no branches, no commits): expected branch "${branch}" with the application`,
+    `push the application to branch "${branch}" of "${url}", or fix the repository URL (Repository tag or agent configuration)`,
+    'GIT_REPO_EMPTY',
   )
 
 export const gitTimeout = (c: GitFailureContext, timeoutMs: number) =>
@@ -92,9 +116,12 @@ export const classifyGitFailure = (c: GitFailureContext, timeoutMs: number): Age
     })
   }
   if (matches(REPO_NOT_FOUND, d)) {
+    // a wrong URL (or a credential without access to the repository): retrying cannot fix it
     return new AgentError(`git repository "${c.url}" was not found${detail}`, {
       code: 'GIT_REPO_NOT_FOUND',
-      remedy: 'check the repository URL; a private repository also answers "not found" to a credential without access',
+      exitCode: ExitCode.badInput,
+      remedy:
+        'check the repository URL (Repository tag or agent configuration); a private repository also answers "not found" to a credential without access to it',
     })
   }
   if (matches(TIMEOUT, d)) return gitTimeout(c, timeoutMs)

@@ -33,6 +33,8 @@ export interface CloneTarget {
 export interface Git {
   /** commit SHA the branch points at on the remote, or undefined when the branch does not exist */
   headOf(url: string, branch: string, cred?: GitCredential): Promise<string | undefined>
+  /** names of the remote's branches; none for an empty repository */
+  branches(url: string, cred?: GitCredential): Promise<string[]>
   /** shallow (--depth 1 --single-branch --no-tags) clone of `branch` into target.dir (which must not exist or be empty); returns the checked-out commit.
    * On failure target.dir does not exist. */
   cloneBranch(url: string, branch: string, target: CloneTarget, cred?: GitCredential): Promise<{ commit: string }>
@@ -153,6 +155,20 @@ export const createGit = (opts: GitOptions): Git => {
             .map((line) => line.split('\t'))
             .find(([, name]) => name === ref)
           return hit?.[0]
+        }),
+      )
+    },
+
+    async branches(url, cred) {
+      const remote = parseRemote(url)
+      return withGitSession(remote, cred, {}, timeoutMs, (s) =>
+        retrying(async () => {
+          const out = await runGit(s, { cwd: s.home, owner: {}, url: remote.url }, ['ls-remote', '--heads', '--', remote.url], timeoutMs)
+          return out
+            .split('\n')
+            .map((line) => line.split('\t')[1] ?? '')
+            .filter((name) => name.startsWith('refs/heads/'))
+            .map((name) => name.slice('refs/heads/'.length))
         }),
       )
     },

@@ -4,6 +4,8 @@
  * crash-looping, and the failure carries the tail of the service's logs (scrubbed of secrets).
  */
 import { open } from 'node:fs/promises'
+import { get as httpGet } from 'node:http'
+import { get as httpsGet } from 'node:https'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { AgentError } from './errors.js'
 import type { HealthSpec } from './manifest.js'
@@ -57,16 +59,24 @@ const fail = async (i: HealthInput, why: string): Promise<never> => {
 
 const appProcs = (list: Pm2Process[], app: string) => list.filter(p => p.name === app)
 
-const probe = async (url: string, timeoutMs: number): Promise<string | number> => {
-  try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), redirect: 'manual' })
-    await res.arrayBuffer().catch(() => undefined)
-    return res.status
-  } catch (e) {
-    const cause = e instanceof Error && e.cause instanceof Error ? e.cause.message : e instanceof Error ? e.message : String(e)
-    return cause
-  }
-}
+/**
+ * One GET: the status, or why there was none. node:http rather than fetch(): fetch loads undici
+ * (+8.5 MB of the agent's peak RSS, bench/README.md); redirects are not followed either way.
+ */
+const probe = (url: string, timeoutMs: number): Promise<string | number> =>
+  new Promise(resolve => {
+    const why = (e: unknown) => resolve(e instanceof Error && e.cause instanceof Error ? e.cause.message : e instanceof Error ? e.message : String(e))
+    try {
+      const req = (url.startsWith('https:') ? httpsGet : httpGet)(url, { signal: AbortSignal.timeout(timeoutMs) }, res => {
+        // the body is not read for anything; drained so the socket is freed
+        res.on('error', () => undefined).resume()
+        resolve(res.statusCode ?? 0)
+      })
+      req.once('error', why)
+    } catch (e) {
+      why(e)
+    }
+  })
 
 export const waitHealthy = async (i: HealthInput): Promise<HealthResult> => {
   const poll = i.pollMs ?? 250

@@ -1,28 +1,65 @@
 /**
  * Dependencies of a release: `npm ci` as the service user, no shell, bounded by a timeout, output
- * streamed to the log. Skipped when a previous good release was installed from the same lockfile
- * with the same Node ABI: its node_modules is copied instead (no lifecycle script runs again).
+ * streamed to the log. Skipped when a previous good release was installed from the same inputs
+ * (lockfile, package.json's dependencies and install scripts, .npmrc) with the same Node ABI: its
+ * node_modules is reused instead (no lifecycle script runs again).
  */
 import { createHash } from 'node:crypto'
 import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { AgentError, ConfigError, errnoCode } from './errors.js'
+import { AgentError, errnoCode } from './errors.js'
 import type { Exec } from './exec.js'
+import { parseJsonObject } from './json-object.js'
+import { lockfileProblem, lockfileRefused } from './lockfile.js'
 
-/** Identity of an install: the lockfile bytes and the runtime the native modules were built for. */
-export const installKey = (lockfile: Buffer | string): string =>
+export interface InstallInputs {
+  lockfile: Buffer | string
+  /** package.json's text */
+  packageJson?: string
+  /** the project's .npmrc (registry, scripts and fetch settings npm ci obeys) */
+  npmrc?: string
+}
+
+/** package.json fields npm ci acts on: what it installs, and the root's install scripts it runs */
+const INSTALL_FIELDS = ['dependencies', 'devDependencies', 'optionalDependencies', 'peerDependencies', 'peerDependenciesMeta', 'bundleDependencies', 'bundledDependencies', 'overrides', 'workspaces', 'engines', 'os', 'cpu']
+const INSTALL_SCRIPTS = ['preinstall', 'install', 'postinstall', 'prepublish', 'preprepare', 'prepare', 'postprepare']
+
+const installFields = (text: string | undefined): string => {
+  if (text === undefined) return ''
+  const pkg = parseJsonObject(text)
+  if (!pkg) return text
+  const scripts = pkg['scripts']
+  const script = (k: string): unknown =>
+    typeof scripts === 'object' && scripts !== null && !Array.isArray(scripts) ? (scripts as Record<string, unknown>)[k] : undefined
+  return JSON.stringify([INSTALL_FIELDS.map(k => pkg[k] ?? null), INSTALL_SCRIPTS.map(k => script(k) ?? null)])
+}
+
+/**
+ * Identity of an install: what npm ci reads and the runtime the native modules were built for.
+ * The lockfile alone is not enough: a commit that adds a dependency to package.json only (npm ci
+ * would refuse it as out of sync) or changes an install script would reuse the old node_modules.
+ */
+export const installKey = (i: InstallInputs): string =>
   createHash('sha256')
-    .update(lockfile)
+    .update(i.lockfile)
+    .update(`\0${installFields(i.packageJson)}\0${i.npmrc ?? ''}`)
     .update(`\0${process.versions.node}\0${process.versions.modules}\0${process.platform}\0${process.arch}`)
     .digest('hex')
 
-export const readInstallKey = async (dir: string): Promise<string | undefined> => {
+const readIfExists = async (file: string): Promise<string | undefined> => {
   try {
-    return installKey(await readFile(join(dir, 'package-lock.json')))
+    return await readFile(file, 'utf8')
   } catch (e) {
     if (errnoCode(e) === 'ENOENT') return undefined
     throw e
   }
+}
+
+export const readInstallKey = async (dir: string): Promise<string | undefined> => {
+  const lockfile = await readIfExists(join(dir, 'package-lock.json'))
+  if (lockfile === undefined) return undefined
+  const [packageJson, npmrc] = await Promise.all([readIfExists(join(dir, 'package.json')), readIfExists(join(dir, '.npmrc'))])
+  return installKey({ lockfile, ...(packageJson === undefined ? {} : { packageJson }), ...(npmrc === undefined ? {} : { npmrc }) })
 }
 
 export interface NpmCiInput {
@@ -35,9 +72,8 @@ export interface NpmCiInput {
 }
 
 export const npmCi = async (i: NpmCiInput): Promise<void> => {
-  if (!(await stat(join(i.dir, 'package-lock.json')).catch(() => undefined))) {
-    throw new ConfigError(`no package-lock.json in ${i.dir}`, 'commit package-lock.json (npm ci needs it for a reproducible install)', 'LOCKFILE_MISSING')
-  }
+  const problem = lockfileProblem(await readIfExists(join(i.dir, 'package-lock.json')), i.dir)
+  if (problem) throw problem
   const r = await i.exec.run('npm', ['ci', '--no-audit', '--no-fund', '--no-update-notifier'], {
     cwd: i.dir,
     env: {
@@ -61,6 +97,8 @@ export const npmCi = async (i: NpmCiInput): Promise<void> => {
       })
     }
     const text = r.stderr || r.stdout
+    const refused = lockfileRefused(text, i.dir)
+    if (refused) throw refused
     const network = NETWORK_CODE.exec(text)?.[1]
     throw new AgentError(
       network
@@ -72,7 +110,7 @@ export const npmCi = async (i: NpmCiInput): Promise<void> => {
           remedy: 'check that the instance can reach the npm registry (the registry in .npmrc, DNS, NAT or proxy, credentials), then run again',
           retryable: true,
         }
-        : { code: 'NPM_CI_FAILED', remedy: 'fix package.json/package-lock.json (run npm ci locally) and push a new commit' },
+        : { code: 'NPM_CI_FAILED', remedy: 'run npm ci locally to see why (a dependency or an install script), fix package.json, package-lock.json or the script, and push a new commit' },
     )
   }
 }
@@ -85,18 +123,29 @@ const NETWORK_CODE = /^npm (?:error|ERR!) code (ECONNREFUSED|ECONNRESET|ETIMEDOU
  * the pointer to its debug log (the last lines, which a plain tail would show instead).
  */
 export const npmErrorSummary = (text: string, max = 8): string => {
-  const lines = text.split('\n').map(l => l.trimEnd()).filter(l => l !== '')
+  const all = text.split('\n').map(l => l.trimEnd()).filter(l => l !== '')
+  // npm appends its usage text to some errors (EUSAGE): it says nothing about this failure
+  const usage = all.findIndex(l => /^npm (?:error|ERR!) (?:Clean install a project|Usage:)$/.test(l))
+  const lines = usage >= 0 ? all.slice(0, usage) : all
   const npm = lines.filter(l => /^npm (?:error|ERR!)/.test(l) && !/^npm (?:error|ERR!)\s+at /.test(l) && !/A complete log of this run/.test(l))
   const picked = npm.length > 0 ? npm.slice(0, max) : lines.slice(-max)
   return picked.join('\n')
 }
 
-/** Reuse: copy the previous good release's node_modules (same install key) with `cp -a`, run as
- * the service user so the copy is owned by it (reflinks where the filesystem has them). */
+/**
+ * Reuse: the previous good release's node_modules (same install key) as a tree of hard links
+ * (`cp -al`), run as the service user so the new directories are owned by it. Linking 2,000
+ * files takes ~0.15 s where copying their bytes took 0.13-1.7 s (ext4, the bench fixture, the
+ * spread is I/O load). Each release keeps a real node_modules directory of its own, so
+ * rollback, pruning (a link count, not a shared directory) and module resolution are as with a
+ * copy. What is shared is file *contents*: a service that rewrites a file inside node_modules in
+ * place would change it for the other releases too (creating, deleting or renaming files does
+ * not). Trade-offs and the alternatives measured: docs/dependency-reuse.md.
+ */
 export const copyNodeModules = async (exec: Exec, fromDir: string, toDir: string, user: { uid: number; gid: number } | undefined): Promise<boolean> => {
   const src = join(fromDir, 'node_modules')
   if (!(await stat(src).catch(() => undefined))) return false
-  const r = await exec.run('cp', ['-a', '--reflink=auto', '--', src, join(toDir, 'node_modules')], {
+  const r = await exec.run('cp', ['-al', '--', src, join(toDir, 'node_modules')], {
     env: { PATH: '/usr/bin:/bin', LANG: 'C' },
     timeoutMs: 300_000,
     ...(user ?? {}),

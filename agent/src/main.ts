@@ -2,7 +2,6 @@
  * main(argv, env): parse the command line, run one command, map any error to an exit code
  * (design.md section 6). The one top-level catch; only bin.ts calls process.exit.
  */
-import { createRequire } from 'node:module'
 import { resolve } from 'node:path'
 import { readAgentEnv } from './agent-env.js'
 import { helpFor, parseCli } from './cli-args.js'
@@ -11,6 +10,7 @@ import { renderUserDataCommand } from './commands/render-user-data.js'
 import { rolloutCommand } from './commands/rollout.js'
 import { runCommand } from './commands/run.js'
 import { statusCommand } from './commands/status.js'
+import { watchCommand } from './commands/watch.js'
 import { ExitCode, toAgentError } from './errors.js'
 import { createAwsSeams } from './aws-seams.js'
 import { parseTagFlags } from './identity.js'
@@ -20,27 +20,12 @@ import { MANIFEST_SCHEMA } from './manifest-schema.js'
 import { agentEnvPath } from './paths.js'
 import type { Seams } from './run-context.js'
 import type { Mode, SettingsInput } from './settings.js'
+import { VERSION } from './version.js'
 
 export interface Io {
   stdout: NodeJS.WriteStream
   stderr: NodeJS.WriteStream
 }
-
-const readVersion = (): string => {
-  const require = createRequire(import.meta.url)
-  // dist/main.js and agent/src/main.ts sit at different depths below package.json
-  for (const rel of ['../package.json', '../../package.json']) {
-    try {
-      const pkg: unknown = require(rel)
-      if (typeof pkg === 'object' && pkg !== null && 'version' in pkg && typeof pkg.version === 'string') return pkg.version
-    } catch {
-      // try the next candidate
-    }
-  }
-  return 'unknown'
-}
-
-export const VERSION: string = readVersion()
 
 const seamsFor = (mode: Mode, tags: Record<string, string>) => (log: Logger): Seams =>
   mode === 'local' ? createLocalSeams(tags, log) : createAwsSeams(tags, log)
@@ -76,6 +61,7 @@ export const main = async (argv: readonly string[], env: NodeJS.ProcessEnv, io: 
     }
     const tags = parseTagFlags(args.tags)
     const makeSeams = seamsFor(mode, tags)
+    if (args.command === 'watch') return await watchCommand({ input, out: io.stdout, pretty: io.stdout.isTTY === true && !json })
     if (args.command === 'plan' || args.flags['dry-run'] === true) {
       return await planCommandOutput(input, makeSeams, json, io)
     }

@@ -110,6 +110,7 @@ export const MANIFEST_SCHEMA = {
             description: 'keys that must be present in the secrets; the run fails before anything is switched otherwise',
           },
           killTimeoutMs: { type: 'integer', minimum: 100, maximum: 600000, description: 'PM2 kill_timeout: time for graceful shutdown' },
+          preStop: { ...argv, description: 'command run when the instance is about to go away (termination, spot interruption; `bootstrap-agent watch`), before PM2 stops the service: as the service user, with the service environment (secrets included), in the live release, within --pre-stop-timeout; a failure is logged and the drain goes on' },
         },
       },
     },

@@ -34,6 +34,8 @@ export interface ServiceSpec {
   health: HealthSpec
   requiredEnv: string[]
   killTimeoutMs: number
+  /** argv run before PM2 stops the service when the instance goes away (watch's drain) */
+  preStop: string[] | undefined
   /** whether the service path holds a package.json (so npm ci applies) */
   hasPackageJson: boolean
   fromManifest: boolean
@@ -49,6 +51,7 @@ interface RawService {
   health?: { url?: string; expectStatus?: number; timeoutSeconds?: number; stableSeconds?: number }
   requiredEnv?: string[]
   killTimeoutMs?: number
+  preStop?: string[]
 }
 interface RawManifest {
   version: 1
@@ -149,6 +152,7 @@ export const resolveServiceSpec = (
     health,
     requiredEnv: raw.requiredEnv ?? [],
     killTimeoutMs: raw.killTimeoutMs ?? 5000,
+    preStop: raw.preStop,
     hasPackageJson: pkg !== undefined,
     fromManifest: manifest !== undefined,
   }

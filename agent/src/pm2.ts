@@ -1,12 +1,14 @@
 /**
  * The Pm2 seam: PM2's CLI run as the service user with its own PM2_HOME. The environment passed
  * is minimal on purpose: PM2 copies the CLI's environment into every app's stored env (dump.pm2,
- * `pm2 env`), so nothing but PATH/HOME/PM2_HOME may be in it.
+ * `pm2 env`), so nothing but PATH/HOME/PM2_HOME may be in it. Reading the process list is the
+ * exception: it asks the running daemon over its socket (pm2-rpc.ts), which changes nothing.
  */
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { AgentError } from './errors.js'
 import type { Exec } from './exec.js'
+import { askDaemon } from './pm2-rpc.js'
 
 export interface Pm2Process {
   name: string
@@ -24,6 +26,10 @@ export interface Pm2 {
   /** graceful reload of the apps in the ecosystem (cluster: zero downtime; fork: restart) */
   reload(ecosystemFile: string): Promise<void>
   delete(appName: string): Promise<void>
+  /** a daemon answering on PM2_HOME: the one running, else a new one (`pm2 ping` spawns it) */
+  ensureDaemon(): Promise<void>
+  /** graceful stop (SIGINT, then SIGKILL after the app's kill_timeout); returns once it exited */
+  stop(appName: string): Promise<void>
   save(): Promise<void>
   /** stops the daemon and every app it runs */
   kill(): Promise<void>
@@ -53,7 +59,11 @@ const parseList = (stdout: string): Pm2Process[] => {
   // the daemon's first start prints "[PM2] Spawning..." lines before the JSON line
   const line = stdout.split('\n').reverse().find(l => l.startsWith('[{') || l.trim() === '[]')
   if (line === undefined) return []
-  const data: unknown = JSON.parse(line)
+  return toProcesses(JSON.parse(line))
+}
+
+/** `getMonitorData`'s answer (what `pm2 jlist` prints) -> the fields the agent reads */
+const toProcesses = (data: unknown): Pm2Process[] => {
   if (!Array.isArray(data)) return []
   return data.map((p: Record<string, unknown>): Pm2Process => {
     const env = (typeof p['pm2_env'] === 'object' && p['pm2_env'] !== null ? p['pm2_env'] : {}) as Record<string, unknown>
@@ -105,6 +115,17 @@ export const createPm2 = (o: Pm2Options): Pm2 => {
   }
   return {
     async list() {
+      // the daemon's own answer, without a CLI process (~180 ms each; pm2-rpc.ts); the CLI only
+      // when no daemon answers there, as before (it spawns one, which then has no apps)
+      const timeoutMs = o.timeoutMs ?? 120_000
+      const a = await askDaemon(o.pm2Home, 'getMonitorData', timeoutMs)
+      if (a.kind === 'answer') return toProcesses(a.value)
+      if (a.kind === 'timeout') {
+        throw new AgentError(`pm2 jlist gave no answer within ${Math.round(timeoutMs / 1000)} s (is the PM2 daemon hung?)`, {
+          code: 'PM2_FAILED',
+          remedy: `inspect with: sudo -u <service user> PM2_HOME=${o.pm2Home} pm2 logs`,
+        })
+      }
       const r = await run(['jlist'], 'jlist')
       return parseList(r.stdout)
     },
@@ -120,6 +141,13 @@ export const createPm2 = (o: Pm2Options): Pm2 => {
     },
     async delete(appName) {
       await run(['delete', appName], `delete ${appName}`)
+    },
+    async stop(appName) {
+      await run(['stop', appName], `stop ${appName}`)
+    },
+    async ensureDaemon() {
+      if ((await askDaemon(o.pm2Home, 'getMonitorData', o.timeoutMs ?? 120_000)).kind === 'answer') return
+      await run(['ping'], 'ping')
     },
     async save() {
       await run(['save', '--force'], 'save')

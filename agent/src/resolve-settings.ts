@@ -6,18 +6,20 @@
 import { parseAgentConfig } from './agent-config.js'
 import type { InstanceIdentity } from './identity.js'
 import type { Seams } from './run-context.js'
-import { resolveSettings, type Settings, type SettingsInput } from './settings.js'
+import { resolveConfigLocation, resolveSettings, type Settings, type SettingsInput } from './settings.js'
 
 export const resolveWithAgentConfig = async (
   input: Omit<SettingsInput, 'tags'>,
   id: InstanceIdentity,
   seams: Seams,
 ): Promise<{ settings: Settings; configSource: string | undefined }> => {
-  const first = resolveSettings({ ...input, tags: id.tags })
-  if (!first.configParameter) return { settings: first, configSource: undefined }
-  const text = await seams.secrets(first).getParameter(first.configParameter)
-  if (text === undefined) return { settings: first, configSource: undefined }
-  const source = `SSM parameter ${first.configParameter}`
-  const values = parseAgentConfig(text, first.configParameter)
-  return { settings: resolveSettings({ ...input, tags: id.tags, remoteConfig: { source, values } }), configSource: source }
+  const base: SettingsInput = { ...input, tags: id.tags }
+  // only the service and environment are needed to find the parameter: the repository, the
+  // branch map and the rest may come from the parameter itself
+  const location = resolveConfigLocation(base)
+  const text = location.configParameter === undefined ? undefined : await seams.secrets(location).getParameter(location.configParameter)
+  if (location.configParameter === undefined || text === undefined) return { settings: resolveSettings(base), configSource: undefined }
+  const source = `SSM parameter ${location.configParameter}`
+  const values = parseAgentConfig(text, location.configParameter)
+  return { settings: resolveSettings({ ...base, remoteConfig: { source, values } }), configSource: source }
 }

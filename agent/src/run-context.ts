@@ -12,7 +12,7 @@ import type { ServiceSpec } from './manifest.js'
 import type { Paths } from './paths.js'
 import type { Pm2 } from './pm2.js'
 import type { Scrubber } from './redact.js'
-import type { MergedSecrets, SecretsSource } from './secrets-source.js'
+import type { MergedSecrets, MergeInput, SecretsSource } from './secrets-source.js'
 import type { ServiceUser } from './service-user.js'
 import type { Settings, SettingsInput } from './settings.js'
 
@@ -21,7 +21,7 @@ export interface Seams {
   identity: Identity
   /** built once the settings are known (timeouts, attempts come from them) */
   git: (s: Settings) => Git
-  secrets: (s: Settings) => SecretsSource
+  secrets: (s: Pick<Settings, 'localSecretsFile'>) => SecretsSource
   pm2: (s: Settings, p: Paths, user: ServiceUser | undefined) => Pm2
   /** settings are undefined when they could not be resolved: the hook must still be completed */
   hook: (s: Settings | undefined, id: InstanceIdentity) => LifecycleHook
@@ -45,17 +45,24 @@ export interface RunContext {
   readonly scrubber: Scrubber
   readonly input: Omit<SettingsInput, 'tags'>
   identity?: InstanceIdentity
+  /** the Warmed:* target lifecycle state when this run only prepares for a warm pool (warm-pool.ts):
+   * `start` and `verify` are skipped, nothing serves */
+  warmPool?: string
   settings?: Settings
   paths?: Paths
   user?: ServiceUser
   hook?: LifecycleHook
   pm2?: Pm2
+  /** PM2's unit and daemon made ready (pm2-ready.ts): begun during `install`, awaited by `start` */
+  pm2Ready?: Promise<string | undefined>
   credential?: GitCredential
   remoteCommit?: string
   /** release `current` pointed to when the run started */
   liveRelease?: string
   release?: Release
   spec?: ServiceSpec
+  /** the secret sources' values, read while `fetch` clones (phases/secrets.ts) */
+  secretValues?: Promise<Omit<MergeInput, 'secretIds'>>
   secrets?: MergedSecrets
   envText?: string
   /** env file content before this run (undefined: there was none) */

@@ -8,7 +8,9 @@ import { ConfigError } from './errors.js'
 import { checkBranchName, checkEnvironmentName, checkRepositoryUrl, checkServiceName, quote } from './names.js'
 
 export type Mode = 'local' | 'aws'
-export const REASONS = ['boot', 'ssm', 'manual'] as const
+/** why a run happens: boot (systemd at launch), ssm (re-bootstrap), manual, warm-pool (`watch` saw
+ * a Warmed:Running instance leave the warm pool for InService) */
+export const REASONS = ['boot', 'ssm', 'manual', 'warm-pool'] as const
 export type Reason = (typeof REASONS)[number]
 
 export interface TagKeys {
@@ -41,6 +43,12 @@ export interface Settings {
   readonly stableWindowMs: number
   /** lifecycle heartbeat interval; 0 = derived from the hook's HeartbeatTimeout */
   readonly heartbeatIntervalMs: number
+  /** watch: IMDS poll interval */
+  readonly watchIntervalMs: number
+  /** watch: time the manifest's preStop command gets during a drain */
+  readonly preStopTimeoutMs: number
+  /** watch: lifetime of its IMDSv2 token, in seconds (renewed before it expires) */
+  readonly imdsTokenTtlS: number
   /** Secrets Manager ids in precedence order (later wins); a trailing `?` marks one optional */
   readonly secretIds: readonly string[]
   /** SSM Parameter Store paths in precedence order (later wins, and parameters win over secrets) */
@@ -95,6 +103,9 @@ export const OPTIONS: readonly Option[] = [
   { name: 'healthTimeoutMs', flag: 'health-timeout', env: 'BOOTSTRAP_HEALTH_TIMEOUT', describe: 'seconds to wait for the health gate (the manifest may set its own)', default: '60' },
   { name: 'stableWindowMs', flag: 'stable-window', env: 'BOOTSTRAP_STABLE_WINDOW', describe: 'seconds a PM2 app must stay online without restarts when no HTTP health check is declared', default: '3' },
   { name: 'heartbeatIntervalMs', flag: 'heartbeat-interval', env: 'BOOTSTRAP_HEARTBEAT_INTERVAL', describe: 'seconds between lifecycle heartbeats; 0 derives it from the hook (a third of its HeartbeatTimeout, at least 10 s)', default: '0' },
+  { name: 'watchIntervalMs', flag: 'watch-interval', env: 'BOOTSTRAP_WATCH_INTERVAL', describe: 'watch: seconds between IMDS polls (target lifecycle state, spot instance-action; 1-60); doubled up to 30 s while IMDS does not answer', default: '5' },
+  { name: 'preStopTimeoutMs', flag: 'pre-stop-timeout', env: 'BOOTSTRAP_PRE_STOP_TIMEOUT', describe: "watch: seconds the manifest's preStop command may take during a drain (1-600)", default: '30' },
+  { name: 'imdsTokenTtlS', flag: 'imds-token-ttl', env: 'BOOTSTRAP_IMDS_TOKEN_TTL', describe: 'watch: lifetime of its IMDSv2 session token in seconds (1-21600), renewed before it expires', default: '21600' },
   { name: 'secretIds', flag: 'secret-ids', env: 'BOOTSTRAP_SECRET_IDS', describe: 'comma-separated Secrets Manager ids, later wins; {environment} and {service} are replaced; a trailing ? marks one optional', default: '{environment}/{service}' },
   { name: 'parameterPaths', flag: 'parameter-paths', env: 'BOOTSTRAP_PARAMETER_PATHS', describe: 'comma-separated SSM Parameter Store paths, later wins, parameters win over secrets', default: '/{environment}/{service}/' },
   { name: 'gitCredentialSecret', flag: 'git-credential-secret', env: 'BOOTSTRAP_GIT_CREDENTIAL_SECRET', describe: 'secret id holding {"username","token"} or {"sshPrivateKey"} for a private repository' },
@@ -181,15 +192,51 @@ const required = (p: Picked | undefined, what: string, opt: Option, tagKey: stri
   return bad(`the ${what} is not set`, `set it with ${tagHow}, --${opt.flag}, or ${opt.env} in the environment or agent.env`)
 }
 
-export const resolveSettings = (input: SettingsInput): Settings => {
-  const get = (name: Option['name'], tagKey?: string) => pick(input, option(name), tagKey)
-  const tagKeys: TagKeys = {
-    service: get('tagService')!.value,
-    environment: get('tagEnvironment')!.value,
-    repository: get('tagRepository')!.value,
-    branch: get('tagBranch')!.value,
+const checkLogLevel = (logLevel: Picked): string => {
+  if (!['trace', 'debug', 'info', 'warn', 'error'].includes(logLevel.value)) {
+    bad(`${logLevel.from} = ${quote(logLevel.value)} is not valid: expected trace, debug, info, warn or error`, `fix ${logLevel.from}`)
   }
+  return logLevel.value
+}
 
+const checkRoot = (root: Picked): string => {
+  if (!root.value.startsWith('/')) bad(`${root.from} = ${quote(root.value)} is not valid: expected an absolute path`, `fix ${root.from}`)
+  return root.value.replace(/\/+$/, '') || '/'
+}
+
+const checkManifestFile = (manifestFile: Picked): string => {
+  if (!/^[A-Za-z0-9._-]+$/.test(manifestFile.value) || manifestFile.value.startsWith('.')) {
+    bad(`${manifestFile.from} = ${quote(manifestFile.value)} is not valid: expected a plain file name at the repository root`, `fix ${manifestFile.from}`)
+  }
+  return manifestFile.value
+}
+
+const checkServiceUser = (serviceUser: Picked): string => {
+  if (!/^[a-z_][a-z0-9_-]{0,30}$/.test(serviceUser.value)) {
+    bad(`${serviceUser.from} = ${quote(serviceUser.value)} is not a valid user name: expected lower-case letters, digits, _ and -`, `fix ${serviceUser.from}`)
+  }
+  if (serviceUser.value === 'root') bad(`${serviceUser.from} = "root": repo code never runs as root`, 'name an unprivileged user')
+  return serviceUser.value
+}
+
+/** The lifecycle heartbeat interval and the options of `watch`, parsed with their bounds: part of
+ * Settings (so a bad value in agent.env fails a run too, not only the watch) and of WatchSettings. */
+const watchOptions = (get: (name: Option['name']) => Picked | undefined) => ({
+  heartbeatIntervalMs: intIn(get('heartbeatIntervalMs')!, 0, 3600, 1000),
+  watchIntervalMs: intIn(get('watchIntervalMs')!, 1, 60, 1000),
+  preStopTimeoutMs: intIn(get('preStopTimeoutMs')!, 1, 600, 1000),
+  imdsTokenTtlS: intIn(get('imdsTokenTtlS')!, 1, 21600, 1),
+})
+
+const tagKeysOf = (get: (name: Option['name']) => Picked | undefined): TagKeys => ({
+  service: get('tagService')!.value,
+  environment: get('tagEnvironment')!.value,
+  repository: get('tagRepository')!.value,
+  branch: get('tagBranch')!.value,
+})
+
+/** The service and environment, validated: they name the agent configuration parameter. */
+const serviceAndEnvironment = (input: SettingsInput, get: (name: Option['name'], tagKey?: string) => Picked | undefined, tagKeys: TagKeys) => {
   const service = required(get('service', tagKeys.service), 'service', option('service'), tagKeys.service, input.mode)
   const serviceErr = checkServiceName(service.value)
   if (serviceErr) bad(`${service.from}: ${serviceErr}`, `fix ${service.from}`)
@@ -197,6 +244,27 @@ export const resolveSettings = (input: SettingsInput): Settings => {
   const environment = required(get('environment', tagKeys.environment), 'environment', option('environment'), tagKeys.environment, input.mode)
   const envErr = checkEnvironmentName(environment.value)
   if (envErr) bad(`${environment.from}: ${envErr}`, `fix ${environment.from}`)
+  return { service, environment }
+}
+
+/**
+ * Where the agent configuration parameter is, from the layers below it alone (flags, environment,
+ * agent.env, tags): only the service and environment must be known, so the parameter can supply
+ * the repository, the branch map and the rest (resolve-settings.ts).
+ */
+export const resolveConfigLocation = (input: SettingsInput): { configParameter: string | undefined; localSecretsFile: string | undefined } => {
+  const get = (name: Option['name'], tagKey?: string) => pick(input, option(name), tagKey)
+  const { service, environment } = serviceAndEnvironment(input, get, tagKeysOf(get))
+  return {
+    configParameter: configParameter(get('configParameter')!, environment.value, service.value),
+    localSecretsFile: get('localSecretsFile')?.value,
+  }
+}
+
+export const resolveSettings = (input: SettingsInput): Settings => {
+  const get = (name: Option['name'], tagKey?: string) => pick(input, option(name), tagKey)
+  const tagKeys = tagKeysOf(get)
+  const { service, environment } = serviceAndEnvironment(input, get, tagKeys)
 
   const branchMap = parseBranchMap(get('branchMap')!)
   const explicitBranch = get('branch', tagKeys.branch)
@@ -227,13 +295,8 @@ export const resolveSettings = (input: SettingsInput): Settings => {
     bad(`${repository.from}: the repository URL carries credentials (user@ or user:token@)`, 'remove them from the URL and store them in the secret named by BOOTSTRAP_GIT_CREDENTIAL_SECRET')
   }
 
-  const logLevel = get('logLevel')!
-  if (!['trace', 'debug', 'info', 'warn', 'error'].includes(logLevel.value)) {
-    bad(`${logLevel.from} = ${quote(logLevel.value)} is not valid: expected trace, debug, info, warn or error`, `fix ${logLevel.from}`)
-  }
-
-  const root = get('root')!
-  if (!root.value.startsWith('/')) bad(`${root.from} = ${quote(root.value)} is not valid: expected an absolute path`, `fix ${root.from}`)
+  const logLevel = checkLogLevel(get('logLevel')!)
+  const root = checkRoot(get('root')!)
 
   const secretIds = list(get('secretIds')).map(s => expand(s, environment.value, service.value))
   for (const id of secretIds) {
@@ -244,26 +307,18 @@ export const resolveSettings = (input: SettingsInput): Settings => {
     if (!/^\/[A-Za-z0-9/_.-]*$/.test(p)) bad(`parameter path ${quote(p)} is not valid: expected an absolute path of letters, digits and /_.-`, 'fix BOOTSTRAP_PARAMETER_PATHS / --parameter-paths')
   }
 
-  const manifestFile = get('manifestFile')!
-  if (!/^[A-Za-z0-9._-]+$/.test(manifestFile.value) || manifestFile.value.startsWith('.')) {
-    bad(`${manifestFile.from} = ${quote(manifestFile.value)} is not valid: expected a plain file name at the repository root`, `fix ${manifestFile.from}`)
-  }
-
-  const serviceUser = get('serviceUser')!
-  if (!/^[a-z_][a-z0-9_-]{0,30}$/.test(serviceUser.value)) {
-    bad(`${serviceUser.from} = ${quote(serviceUser.value)} is not a valid user name: expected lower-case letters, digits, _ and -`, `fix ${serviceUser.from}`)
-  }
-  if (serviceUser.value === 'root') bad(`${serviceUser.from} = "root": repo code never runs as root`, 'name an unprivileged user')
+  const manifestFile = checkManifestFile(get('manifestFile')!)
+  const serviceUser = checkServiceUser(get('serviceUser')!)
 
   const reasonFlag = input.flags['reason'] ?? 'manual'
   const reason = REASONS.find(r => r === reasonFlag) ??
-    bad(`--reason = ${quote(String(reasonFlag))} is not valid: expected boot, ssm or manual`, 'fix --reason')
+    bad(`--reason = ${quote(String(reasonFlag))} is not valid: expected ${REASONS.join(', ')}`, 'fix --reason')
 
   return Object.freeze({
     mode: input.mode,
     reason,
     dryRun: input.flags['dry-run'] === true,
-    root: root.value.replace(/\/+$/, '') || '/',
+    root,
     service: service.value,
     environment: environment.value,
     branch,
@@ -271,7 +326,7 @@ export const resolveSettings = (input: SettingsInput): Settings => {
     repository: repository.value,
     branchMap: Object.freeze(branchMap),
     tagKeys: Object.freeze(tagKeys),
-    serviceUser: serviceUser.value,
+    serviceUser,
     keepReleases: intIn(get('keepReleases')!, 1, 50, 1),
     gitTimeoutMs: intIn(get('gitTimeoutMs')!, 1, 3600, 1000),
     gitAttempts: intIn(get('gitAttempts')!, 1, 10, 1),
@@ -279,17 +334,50 @@ export const resolveSettings = (input: SettingsInput): Settings => {
     buildTimeoutMs: intIn(get('buildTimeoutMs')!, 1, 7200, 1000),
     healthTimeoutMs: intIn(get('healthTimeoutMs')!, 1, 3600, 1000),
     stableWindowMs: intIn(get('stableWindowMs')!, 0, 600, 1000),
-    heartbeatIntervalMs: intIn(get('heartbeatIntervalMs')!, 0, 3600, 1000),
+    ...watchOptions(get),
     secretIds: Object.freeze(secretIds),
     parameterPaths: Object.freeze(parameterPaths),
     gitCredentialSecret: get('gitCredentialSecret')?.value,
     configParameter: configParameter(get('configParameter')!, environment.value, service.value),
     localSecretsFile: get('localSecretsFile')?.value,
-    manifestFile: manifestFile.value,
-    logLevel: logLevel.value,
+    manifestFile,
+    logLevel,
     json: input.flags['json'] === true,
   })
 }
 
 /** Settings safe to log in full: no field holds a secret value, only names. */
 export const effectiveSettings = (s: Settings): Record<string, unknown> => ({ ...s })
+
+/** What `watch` needs: no tags, no repository, no secrets. The service is the one the last run
+ * deployed (state.json) unless --service / BOOTSTRAP_SERVICE names it. Sources: flags, the
+ * environment and agent.env (not the SSM agent configuration parameter: the watch makes no call
+ * before a drain, and a drain must not depend on one). */
+export interface WatchSettings {
+  readonly root: string
+  readonly service: string | undefined
+  readonly serviceUser: string
+  readonly manifestFile: string
+  readonly logLevel: string
+  readonly heartbeatIntervalMs: number
+  readonly watchIntervalMs: number
+  readonly preStopTimeoutMs: number
+  readonly imdsTokenTtlS: number
+}
+
+export const resolveWatchSettings = (input: Omit<SettingsInput, 'tags'>): WatchSettings => {
+  const get = (name: Option['name']) => pick({ ...input, tags: {} }, option(name))
+  const service = get('service')
+  if (service) {
+    const e = checkServiceName(service.value)
+    if (e) bad(`${service.from}: ${e}`, `fix ${service.from}`)
+  }
+  return Object.freeze({
+    root: checkRoot(get('root')!),
+    service: service?.value,
+    serviceUser: checkServiceUser(get('serviceUser')!),
+    manifestFile: checkManifestFile(get('manifestFile')!),
+    logLevel: checkLogLevel(get('logLevel')!),
+    ...watchOptions(get),
+  })
+}

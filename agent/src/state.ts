@@ -9,7 +9,8 @@ import { writeFileAtomic } from './atomic-write.js'
 import { errnoCode } from './errors.js'
 
 export type PhaseStatus = 'ok' | 'skipped' | 'failed' | 'not-run'
-export type RunOutcome = 'running' | 'success' | 'failed' | 'rolled-back'
+/** `prepared`: a warm-pool run succeeded, everything is in place and nothing was started */
+export type RunOutcome = 'running' | 'success' | 'prepared' | 'failed' | 'rolled-back'
 
 export interface PhaseRecord {
   name: string
@@ -38,6 +39,8 @@ export interface RunState {
   release?: string
   previousRelease?: string
   lifecycle?: string
+  /** the Warmed:* target lifecycle state of a warm-pool run (prepares, starts nothing) */
+  warmPool?: string
   url?: string
   phases: PhaseRecord[]
   error?: { code: string; message: string; remedy: string; phase?: string }

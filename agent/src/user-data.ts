@@ -178,9 +178,9 @@ export const validateParams = (params: Readonly<Record<string, string>>): UserDa
 
 /** The unit without its comment and blank lines: its documentation is most of its size, and
  * user-data has 16 KB. systemd reads only whole-line comments (# or ;), so nothing else changes. */
-export const compactUnit = (unit: string): string =>
+export const compactUnit = (unit: string, name = 'bootstrap-agent.service'): string =>
   [
-    '# bootstrap-agent.service, installed by user-data; the commented original is systemd/bootstrap-agent.service in the agent repository',
+    `# ${name}, installed by user-data; the commented original is systemd/${name} in the agent repository`,
     ...unit.split('\n').filter(l => l.trim() !== '' && !/^\s*[#;]/.test(l)),
   ].join('\n')
 
@@ -198,6 +198,8 @@ export interface RenderInput {
   params: Readonly<Record<string, string>>
   /** content of systemd/bootstrap-agent.service */
   unit: string
+  /** content of systemd/bootstrap-agent-watch.service */
+  watchUnit: string
   agentVersion: string
 }
 
@@ -226,6 +228,7 @@ export const renderUserData = (input: RenderInput): RenderedUserData => {
     node_sha256: shellQuote(t['node-sha256'] ?? ''),
     agent_env: heredocBody('agent.env', agentEnv, 'AGENT_ENV_EOF'),
     unit: heredocBody('the systemd unit', compactUnit(input.unit), 'UNIT_EOF'),
+    watch_unit: heredocBody('the watch systemd unit', compactUnit(input.watchUnit, 'bootstrap-agent-watch.service'), 'WATCH_UNIT_EOF'),
   }
   // one pass: text inserted for a placeholder is never scanned for placeholders again
   const text = input.templateText.replace(/\{\{([^{}]*)\}\}/g, (whole, name: string) => {

@@ -1,14 +1,16 @@
 // A tiny IMDSv2 server for the benchmark (the tests have a fuller one in test/helpers, in
 // TypeScript; this one only needs what both the agent and the baseline read): a token from
 // PUT /latest/api/token, then instance-id, placement and tags/instance(/KEY). No
-// autoscaling/target-lifecycle-state: the instance is not waiting on a lifecycle hook.
+// autoscaling/target-lifecycle-state unless `lifecycleState` is given (the warm-pool section sets
+// it, and the instance id of a group member, with `set()`): without it the instance is in no group.
 // Like the real IMDS (its answers carry `Server: EC2ws` and `Connection: close`), it closes every
 // connection after answering: a keep-alive server would hold the agent's process open until the
 // server's idle timeout (5 s for Node's http server), which EC2 never does.
 import { randomBytes } from 'node:crypto'
 import { createServer } from 'node:http'
 
-export const startImds = async ({ instanceId, region, tags }) => {
+export const startImds = async ({ instanceId, region, tags, lifecycleState }) => {
+  const state = { instanceId, lifecycleState }
   const tokens = new Set()
   const server = createServer((req, res) => {
     const send = (status, body) => {
@@ -26,7 +28,8 @@ export const startImds = async ({ instanceId, region, tags }) => {
     if (!tokens.has(req.headers['x-aws-ec2-metadata-token'])) return send(401, 'Unauthorized')
     const md = path.startsWith('/latest/meta-data/') ? path.slice('/latest/meta-data/'.length) : undefined
     const answers = {
-      'instance-id': instanceId,
+      'instance-id': state.instanceId,
+      ...(state.lifecycleState === undefined ? {} : { 'autoscaling/target-lifecycle-state': state.lifecycleState }),
       'placement/region': region,
       'placement/availability-zone': `${region}a`,
       'tags/instance': Object.keys(tags).join('\n'),
@@ -42,6 +45,10 @@ export const startImds = async ({ instanceId, region, tags }) => {
   })
   return {
     endpoint: `http://127.0.0.1:${server.address().port}`,
+    /** changes what is served: { instanceId, lifecycleState } (lifecycleState undefined: 404) */
+    set: patch => void Object.assign(state, patch),
+    /** back to what it was started with */
+    reset: () => void Object.assign(state, { instanceId, lifecycleState }),
     stop: () => {
       server.closeAllConnections()
       return new Promise(resolve => server.close(() => resolve()))

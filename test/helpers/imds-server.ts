@@ -3,7 +3,8 @@
  * `PUT /latest/api/token` (with a TTL header) hands out a token; every GET without a valid token
  * gets 401, and a GET without any token header is counted in `tokenlessRequests`: zero proves
  * the client never fell back to IMDSv1. `tags: 'disabled'` answers 404 on tags/instance, as EC2
- * does when instance metadata tags are turned off. `stallMs` delays every answer.
+ * does when instance metadata tags are turned off. `stallMs` delays every answer; `unreachable`
+ * resets every connection unanswered (status 0 in `requests`).
  */
 import { randomBytes } from 'node:crypto'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
@@ -19,6 +20,8 @@ export interface ImdsState {
   /** spot/instance-action JSON; 404 when unset (no interruption scheduled) */
   spotAction?: { action: string; time: string }
   stallMs?: number
+  /** every connection is reset without an answer, as when IMDS cannot be reached */
+  unreachable?: boolean
 }
 
 export interface ImdsRequest {
@@ -94,6 +97,7 @@ export const startImdsServer = async (initial: ImdsState): Promise<ImdsServer> =
   const server = createServer((req, res) => {
     const entry: ImdsRequest = { method: req.method ?? '', path: req.url ?? '', withToken: req.headers['x-aws-ec2-metadata-token'] !== undefined, status: 0 }
     requests.push(entry)
+    if (state.unreachable) return void req.socket.destroy()
     const answer = () => void (entry.status = respond(req, res))
     if (!state.stallMs) return answer()
     const timer = setTimeout(() => {

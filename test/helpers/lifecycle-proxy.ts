@@ -29,6 +29,10 @@ export interface ActivePair {
   hookName: string
   /** the LifecycleActionToken, for callers that complete by token instead of instance ID */
   token?: string
+  /** the LifecycleState DescribeAutoScalingInstances reports while the action is active
+   * (default Pending:Wait; Warmed:Pending:Wait for an instance launched into a warm pool;
+   * Terminating:Wait for a terminating hook, which `watch` completes) */
+  state?: string
 }
 
 export interface LifecycleProxy {
@@ -167,10 +171,10 @@ export const startLifecycleProxy = async (motoEndpoint: string): Promise<Lifecyc
     if (action === 'DescribeAutoScalingInstances' && active.length > 0) {
       // moto puts every group member InService at once; on AWS an instance with an active
       // launching action is in Pending:Wait until the action is completed
-      return forwardRewriting(moto, req, body, res, (xml) => xml.replace(/<member>[^]*?<\/member>/g, (m) =>
-        active.some((p) => m.includes(`<InstanceId>${p.instanceId}</InstanceId>`))
-          ? m.replace(/<LifecycleState>[^<]*<\/LifecycleState>/, '<LifecycleState>Pending:Wait</LifecycleState>')
-          : m))
+      return forwardRewriting(moto, req, body, res, (xml) => xml.replace(/<member>[^]*?<\/member>/g, (m) => {
+        const pair = active.find((p) => m.includes(`<InstanceId>${p.instanceId}</InstanceId>`))
+        return pair ? m.replace(/<LifecycleState>[^<]*<\/LifecycleState>/, `<LifecycleState>${xmlEscape(pair.state ?? 'Pending:Wait')}</LifecycleState>`) : m
+      }))
     }
     forward(moto, req, body, res)
   }

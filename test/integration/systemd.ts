@@ -147,3 +147,23 @@ t.test('bootstrap-pm2.service: PM2 resurrects the saved apps as the service user
   t.equal(one(u, 'Before'), 'bootstrap-agent.service', 'ordered before the agent: its `systemctl start` of this unit cannot deadlock')
   t.equal(one(u, 'WantedBy'), 'multi-user.target')
 })
+
+t.test('bootstrap-agent-watch.service: long-running, restarted on failure, hardened like the agent', async t => {
+  t.ok(shipped.includes('bootstrap-agent-watch.service'), 'systemd/bootstrap-agent-watch.service is shipped (and verified above)')
+  const w = parseUnit(units['bootstrap-agent-watch.service'] ?? '')
+  const a = parseUnit(units['bootstrap-agent.service'] ?? '')
+  t.equal(one(w, 'Type'), 'simple')
+  t.equal(one(w, 'Restart'), 'on-failure')
+  t.equal(one(w, 'ExecStart'), '/opt/bootstrap-agent/current/bin/bootstrap-agent watch')
+  t.equal(one(w, 'EnvironmentFile'), '-/etc/bootstrap-agent/agent.env')
+  t.equal(one(w, 'WantedBy'), 'multi-user.target')
+  t.equal(one(w, 'After'), 'network-online.target', 'not after bootstrap-agent.service: a termination during the boot run is watched too')
+  t.notOk(w.has('RemainAfterExit'), 'a daemon, not a oneshot')
+  const m = /^(\d+)min$/.exec(one(w, 'TimeoutStopSec') ?? '')
+  t.ok(m && Number(m[1]) * 60 >= 120, `TimeoutStopSec ${one(w, 'TimeoutStopSec')} lets a drain in progress finish (the spot notice is 2 min)`)
+  // the same sandbox as the agent's unit, key by key: the watch starts runs, PM2 and preStop
+  const HARDENING = ['NoNewPrivileges', 'ProtectSystem', 'ReadWritePaths', 'StateDirectory', 'LogsDirectory', 'ExecStartPre', 'ProtectHome', 'PrivateTmp', 'PrivateDevices',
+    'ProtectKernelTunables', 'ProtectKernelModules', 'ProtectKernelLogs', 'ProtectControlGroups', 'ProtectClock', 'ProtectHostname', 'RestrictNamespaces', 'RestrictRealtime',
+    'RestrictSUIDSGID', 'LockPersonality', 'SystemCallArchitectures', 'RestrictAddressFamilies', 'CapabilityBoundingSet', 'ConditionPathExists']
+  for (const k of HARDENING) t.equal(one(w, k), one(a, k), `${k} as in bootstrap-agent.service`)
+})

@@ -99,6 +99,7 @@ const runScript = (file: string, prefix: string, path = `${stubDir}:${cleanPath}
 const prefix = join(dir, 'prefix')
 const opt = join(prefix, 'opt/bootstrap-agent')
 const unitSource = readFileSync(join(REPO, 'systemd/bootstrap-agent.service'), 'utf8')
+const watchUnitSource = readFileSync(join(REPO, 'systemd/bootstrap-agent-watch.service'), 'utf8')
 
 t.test('end to end: installed, configured, unit enabled, agent runs plan --local; twice', async t => {
   const first = await runScript(script, prefix)
@@ -122,7 +123,10 @@ t.test('end to end: installed, configured, unit enabled, agent runs plan --local
   const unit = join(prefix, 'etc/systemd/system/bootstrap-agent.service')
   t.equal(readFileSync(unit, 'utf8'), `${compactUnit(unitSource)}\n`)
   t.equal(statSync(unit).mode & 0o777, 0o644)
-  t.same(readFileSync(stubLog, 'utf8').split('\n'), ['daemon-reload', 'enable --now --no-block bootstrap-agent.service', ''])
+  const watchUnit = join(prefix, 'etc/systemd/system/bootstrap-agent-watch.service')
+  t.equal(readFileSync(watchUnit, 'utf8'), `${compactUnit(watchUnitSource, 'bootstrap-agent-watch.service')}\n`, 'the watch unit too')
+  t.equal(statSync(watchUnit).mode & 0o777, 0o644)
+  t.same(readFileSync(stubLog, 'utf8').split('\n'), ['daemon-reload', 'enable --now --no-block bootstrap-agent.service bootstrap-agent-watch.service', ''])
   t.match(readFileSync(join(prefix, 'var/log/bootstrap-agent/user-data.log'), 'utf8'), /step download[^]*step verify[^]*step node[^]*step install[^]*step config[^]*step unit[^]*step start[^]*user-data: OK/)
 
   // the installed agent, from its launcher on PATH, reads the agent.env user-data wrote

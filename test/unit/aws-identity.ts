@@ -1,4 +1,6 @@
 import t from 'tap'
+import { Writable } from 'node:stream'
+import pino from 'pino'
 import type { DescribeTagsRequest } from '@aws-sdk/client-ec2'
 import { createAwsIdentity, type Ec2TagsApi, type Imds } from '../../agent/src/aws-identity.js'
 import { ExitCode, isAgentError } from '../../agent/src/errors.js'
@@ -98,4 +100,25 @@ t.test('IMDS unreachable: bad input (exit 2) that suggests --local', async t => 
 t.test('the region falls back to the availability zone', async t => {
   const id = await createAwsIdentity({ imds: fakeImds({ 'instance-id': 'i-1', 'placement/availability-zone': 'ap-southeast-2c', 'tags/instance': '' }) }).identify()
   t.equal(id.region, 'ap-southeast-2')
+})
+
+t.test('a throttled DescribeTags is retried and each retry is logged', async t => {
+  let calls = 0
+  const api: Ec2TagsApi = {
+    async describeTags() {
+      if (++calls === 1) throw Object.assign(new Error('Request limit exceeded.'), { name: 'RequestLimitExceeded', $metadata: { httpStatusCode: 503 } })
+      return { Tags: [{ Key: 'Service', Value: 'auth', ResourceId: 'i-0abc', ResourceType: 'instance' }] }
+    },
+  }
+  const lines: Record<string, unknown>[] = []
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const l of chunk.toString().split('\n')) if (l.trim()) lines.push(JSON.parse(l) as Record<string, unknown>)
+      done()
+    },
+  })
+  const id = await createAwsIdentity({ imds: fakeImds(base), ec2Tags: () => api, log: pino(stream) }).identify()
+  t.same(id.tags, { Service: 'auth' })
+  t.equal(calls, 2)
+  t.match(lines.filter(l => l['aws'] === 'ec2:DescribeTags'), [{ code: 'RequestLimitExceeded', resource: 'i-0abc', attempt: 1 }])
 })

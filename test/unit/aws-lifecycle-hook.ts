@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import pino from 'pino'
 import t from 'tap'
 import type { CompleteLifecycleActionType, LifecycleHook as AsgHook, RecordLifecycleActionHeartbeatType } from '@aws-sdk/client-auto-scaling'
-import { createAwsLifecycleHook, heartbeatInterval, LAUNCHING, type AutoScalingApi } from '../../agent/src/aws-lifecycle-hook.js'
+import { completionBudgetMs, createAwsLifecycleHook, heartbeatInterval, LAUNCHING, type AutoScalingApi } from '../../agent/src/aws-lifecycle-hook.js'
 import { isAgentError } from '../../agent/src/errors.js'
 import { rejected } from '../helpers/thrown.js'
 
@@ -228,8 +228,83 @@ t.test('a failed discovery is tried again by complete()', async t => {
   t.equal(await hook.complete('ABANDON'), 'completed')
 })
 
+t.test('terminating transition (watch): only the terminating hooks, heartbeats, one CONTINUE', async t => {
+  const { log, lines } = capture()
+  const asg = fakeAsg({ group: { name: 'web', state: 'Terminating:Wait' }, hooks: [launching('launch'), terminating('drain')], active: new Set(['web/drain', 'web/launch']) })
+  const hook = createAwsLifecycleHook({ transition: 'terminating', instanceId: INSTANCE, region: 'eu-west-1', log, api: asg.api, retry: quick, heartbeatMs: 10 })
+  await hook.begin()
+  t.equal(hook.description, 'asg web, hook drain (Terminating:Wait)')
+  await sleep(40)
+  t.ok(asg.calls.some(c => c.action === 'RecordLifecycleActionHeartbeat' && (c.input as { LifecycleHookName: string }).LifecycleHookName === 'drain'), 'heartbeats for the terminating hook')
+  t.notOk(asg.calls.some(c => (c.input as { LifecycleHookName?: string }).LifecycleHookName === 'launch'), 'the launching hook is not touched')
+  t.equal(await hook.complete('CONTINUE'), 'completed')
+  t.same(asg.calls.filter(c => c.action === 'CompleteLifecycleAction').map(c => c.input), [{ AutoScalingGroupName: 'web', LifecycleHookName: 'drain', InstanceId: INSTANCE, LifecycleActionResult: 'CONTINUE' }])
+  t.ok(asg.active.has('web/launch'))
+  t.ok(lines.some(l => l['msg'] === 'lifecycle action completed: CONTINUE'))
+})
+
+t.test('terminating transition: states of other transitions and groups without such a hook are not-applicable', async t => {
+  const { log } = capture()
+  for (const state of ['InService', 'Pending:Wait', 'Warmed:Running']) {
+    const asg = fakeAsg({ group: { name: 'web', state }, hooks: [terminating('drain')], active: new Set(['web/drain']) })
+    const hook = createAwsLifecycleHook({ transition: 'terminating', instanceId: INSTANCE, region: 'eu-west-1', log, api: asg.api, retry: quick })
+    t.equal(await hook.complete('CONTINUE'), 'not-applicable', state)
+    t.equal(hook.description, `asg web, nothing to complete (${state})`)
+  }
+  const asg = fakeAsg({ group: { name: 'web', state: 'Warmed:Terminating:Wait' }, hooks: [launching('launch')], active: new Set() })
+  const hook = createAwsLifecycleHook({ transition: 'terminating', instanceId: INSTANCE, region: 'eu-west-1', log, api: asg.api, retry: quick })
+  t.equal(await hook.complete('CONTINUE'), 'not-applicable')
+  t.equal(hook.description, 'asg web, no terminating lifecycle hook (Warmed:Terminating:Wait)')
+})
+
+t.test('awaitTransition: IMDS says Terminated while Auto Scaling still says InService: discovery waits for Terminating:Wait', async t => {
+  const { log } = capture()
+  const group = { name: 'web', state: 'InService' }
+  const asg = fakeAsg({ group, hooks: [terminating('drain')], active: new Set(['web/drain']) })
+  let describes = 0
+  const api: AutoScalingApi = {
+    ...asg.api,
+    async describeAutoScalingInstances(input) {
+      if (++describes === 3) group.state = 'Terminating:Wait'
+      return asg.api.describeAutoScalingInstances(input)
+    },
+  }
+  const hook = createAwsLifecycleHook({ transition: 'terminating', awaitTransition: true, lifecycleState: 'Terminated', instanceId: INSTANCE, region: 'eu-west-1', log, api, retry: quick, discoveryWaitMs: 500 })
+  t.equal(await hook.complete('CONTINUE'), 'completed')
+  t.equal(describes, 3, 'asked until the state matched')
+  const late = fakeAsg({ group: { name: 'web', state: 'InService' }, hooks: [terminating('drain')], active: new Set(['web/drain']) })
+  const bounded = createAwsLifecycleHook({ transition: 'terminating', awaitTransition: true, lifecycleState: 'Terminated', instanceId: INSTANCE, region: 'eu-west-1', log, api: late.api, retry: quick, discoveryWaitMs: 50 })
+  t.equal(await bounded.complete('CONTINUE'), 'not-applicable', 'the wait is bounded')
+})
+
 t.test('heartbeat interval: a third of the shortest timeout, at least 10 s', async t => {
   t.equal(heartbeatInterval([{ heartbeatTimeoutS: 3600 }]), 1_200_000)
   t.equal(heartbeatInterval([{ heartbeatTimeoutS: 3600 }, { heartbeatTimeoutS: 300 }]), 100_000)
   t.equal(heartbeatInterval([{ heartbeatTimeoutS: 30 }]), 10_000)
+})
+
+t.test('completion deadline: half the shortest HeartbeatTimeout, between 30 s and 5 min', async t => {
+  t.equal(completionBudgetMs([{ heartbeatTimeoutS: 300 }]), 150_000)
+  t.equal(completionBudgetMs([{ heartbeatTimeoutS: 900 }, { heartbeatTimeoutS: 120 }]), 60_000, 'the shortest hook decides')
+  t.equal(completionBudgetMs([{ heartbeatTimeoutS: 30 }]), 30_000, 'never under 30 s')
+  t.equal(completionBudgetMs([{ heartbeatTimeoutS: 7200 }]), 300_000, 'never over 5 min')
+})
+
+t.test('a discovery retried by complete() stays within the completion deadline, not the 60 s budget per call', async t => {
+  const { log } = capture()
+  let describes = 0
+  const asg = fakeAsg({ group: { name: 'web', state: 'Pending:Wait' }, hooks: [launching('launch')], active: new Set(['web/launch']) })
+  const api: AutoScalingApi = {
+    ...asg.api,
+    async describeAutoScalingInstances() {
+      describes++
+      throw sdkError('Throttling', 400, 'Rate exceeded')
+    },
+  }
+  // no totalMs in `retry`: each call alone would retry for the default 60 s
+  const hook = createAwsLifecycleHook({ instanceId: INSTANCE, region: 'eu-west-1', log, api, retry: { baseMs: 1, capMs: 2 }, completeTimeoutMs: 50 })
+  const e = await rejected(() => hook.complete('ABANDON'))
+  t.ok(isAgentError(e) && e.code === 'AWS_THROTTLED', 'throttled until the deadline')
+  // 50 ms of 1-2 ms waits is a few dozen attempts; 60 s of them would be thousands
+  t.ok(describes > 1 && describes < 500, `retried within the completion's deadline (${describes} attempts)`)
 })

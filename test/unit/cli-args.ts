@@ -23,3 +23,13 @@ t.test('help lists every settings flag with its variable', async t => {
   t.match(helpFor('run'), /--git-credential-secret\s+BOOTSTRAP_GIT_CREDENTIAL_SECRET/)
   t.match(helpFor('help'), /Exit codes: 0 success, 1 failed/)
 })
+
+t.test('watch: a command with the settings flags and its own help', async t => {
+  const a = parseCli(['watch', '--watch-interval', '2', '--pre-stop-timeout', '40', '--imds-token-ttl', '60', '--json'])
+  t.equal(a.command, 'watch')
+  t.same(a.flags, { 'watch-interval': '2', 'pre-stop-timeout': '40', 'imds-token-ttl': '60', json: true })
+  t.match(helpFor('watch'), /Usage: bootstrap-agent watch[^]*Terminated \/ Warmed:Terminated[^]*spot instance-action[^]*Warmed:\* -> InService/)
+  t.match(helpFor('help'), /watch\s+long-running/)
+  t.match(helpFor('run'), /--watch-interval\s+BOOTSTRAP_WATCH_INTERVAL/)
+  t.match(helpFor('run'), /--reason boot\|ssm\|manual\|warm-pool/)
+})

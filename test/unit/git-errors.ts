@@ -1,5 +1,5 @@
 import t from 'tap'
-import { classifyGitFailure } from '../../agent/src/git-errors.js'
+import { branchNotFound, classifyGitFailure, repoEmpty } from '../../agent/src/git-errors.js'
 
 const url = 'https://github.com/o/r.git'
 
@@ -56,4 +56,33 @@ t.test('messages keep git\'s verdict lines, not its advice', async (t) => {
 t.test('the timeout names the deadline', async (t) => {
   const e = classifyGitFailure({ url, branch: 'main', detail: 'Operation too slow' }, 1500)
   t.equal(e.message, `git gave no answer for branch "main" of "${url}" within 1500 ms`)
+})
+
+t.test('a missing branch names where its name came from and the branches there are', async (t) => {
+  const e = branchNotFound(url, 'main', { origin: 'environment "prod" in the branch map', fix: 'fix the map', branches: ['stage', 'test'] })
+  t.equal(e.exitCode, 2)
+  t.equal(e.code, 'GIT_BRANCH_NOT_FOUND')
+  t.equal(e.message, `branch "main" (from environment "prod" in the branch map) does not exist in "${url}"; its branches are "stage", "test"`)
+  t.equal(e.remedy, 'push the branch, or fix the map')
+  const many = branchNotFound(url, 'x', { branches: Array.from({ length: 13 }, (_, i) => `b${i}`) })
+  t.match(many.message, /"b9" and 3 more$/, 'a long list is cut short')
+  t.notMatch(many.message, /b10/)
+})
+
+t.test('an empty repository is bad input (exit 2) naming the URL and the branch expected', async (t) => {
+  const e = repoEmpty(url, 'stage')
+  t.equal(e.exitCode, 2)
+  t.equal(e.code, 'GIT_REPO_EMPTY')
+  t.match(e.message, `"${url}" is empty`)
+  t.match(e.message, 'expected branch "stage"')
+  t.match(e.remedy, /push the application to branch "stage"/)
+})
+
+t.test('a repository that is not there is bad input (exit 2): a retry cannot find it', async (t) => {
+  const e = classifyGitFailure({ url, branch: 'stage', detail: "fatal: repository 'https://github.com/o/r.git/' not found" }, 1)
+  t.equal(e.code, 'GIT_REPO_NOT_FOUND')
+  t.equal(e.exitCode, 2)
+  t.match(e.remedy, /check the repository URL/)
+  const auth = classifyGitFailure({ url, detail: "fatal: Authentication failed for 'https://github.com/o/r.git/'" }, 1)
+  t.equal(auth.exitCode, 1, 'a refused credential stays an operational failure')
 })

@@ -1,17 +1,20 @@
 /**
  * Property-based tests (fast-check) of the parsers that take untrusted input: tags -> Settings,
- * manifests, agent.env. Whatever the input, the outcome is either valid settings that cannot
- * escape the root or reach a shell, or a ConfigError (exit 2) with a bounded, one-value message —
- * never another kind of exception.
+ * manifests (and a huge manifest file), agent.env. Whatever the input, the outcome is either valid
+ * settings that cannot escape the root or reach a shell, or a ConfigError (exit 2) with a bounded,
+ * one-value message — never another kind of exception. Secret sources that hold the same key
+ * merge by the documented precedence, each override reported without its value.
  */
 import t from 'tap'
 import fc from 'fast-check'
 import { relative, isAbsolute } from 'node:path'
 import { ConfigError } from '../../agent/src/errors.js'
-import { parseManifest } from '../../agent/src/manifest.js'
+import { loadServiceSpec, MANIFEST_MAX_BYTES, parseManifest } from '../../agent/src/manifest.js'
 import { checkBranchName } from '../../agent/src/names.js'
 import { pathsFor } from '../../agent/src/paths.js'
+import { mergeSecrets, type SecretPayload } from '../../agent/src/secrets-source.js'
 import { resolveSettings } from '../../agent/src/settings.js'
+import { rejected } from '../helpers/thrown.js'
 
 const hostile = fc.oneof(
   fc.string({ unit: 'binary', maxLength: 300 }),
@@ -88,4 +91,60 @@ t.test('any manifest text: a manifest, or an error naming the file and the field
     }
   }), { numRuns: 400 })
   t.pass('400 random manifests')
+})
+
+t.test('a huge manifest file is refused by its size: exit 2 naming the file, its size and the limit', async t => {
+  const huge = JSON.stringify({ version: 1, services: { app: { env: { K: 'x'.repeat(MANIFEST_MAX_BYTES) } } } })
+  const dir = t.testdir({ 'bootstrap-agent.json': huge, 'package.json': '{}' })
+  const e = await rejected(() => loadServiceSpec(dir, 'bootstrap-agent.json', 'app'))
+  if (!(e instanceof ConfigError)) return t.fail(`expected a ConfigError, got ${String(e)}`)
+  t.equal(e.code, 'MANIFEST_INVALID')
+  t.equal(e.exitCode, 2)
+  t.equal(e.message, `bootstrap-agent.json is ${Buffer.byteLength(huge)} bytes: expected at most ${MANIFEST_MAX_BYTES}`)
+  t.match(e.remedy, /fix bootstrap-agent.json/)
+})
+
+t.test('the same key from several sources: later wins, each override named by its sources, never its values', async t => {
+  const key = fc.constantFrom('API_KEY', 'DB_PASSWORD', 'TOKEN')
+  const source = fc.dictionary(key, fc.string({ maxLength: 20 }).map(v => `value:${v}`), { maxKeys: 3 })
+  const str = (o: Record<string, string>): SecretPayload => ({ kind: 'string', text: JSON.stringify(o) })
+  fc.assert(fc.property(source, source, source, (shared, own, params) => {
+    // /stage/app/db/password -> DB_PASSWORD (the documented parameter name rule)
+    const items = Object.entries(params).map(([k, value]) => ({ name: `/stage/app/${k.toLowerCase().replace('_', '/')}`, value }))
+    const m = mergeSecrets({
+      secretIds: ['stage/shared', 'stage/app'],
+      secrets: new Map([['stage/shared', str(shared)], ['stage/app', str(own)]]),
+      parameters: [{ path: '/stage/app/', items }],
+    })
+    const expected: Record<string, string> = {}
+    const from: Record<string, string> = {}
+    const overrides: { key: string; from: string; by: string }[] = []
+    const put = (k: string, v: string, by: string) => {
+      if (from[k] !== undefined) overrides.push({ key: k, from: from[k], by })
+      expected[k] = v
+      from[k] = by
+    }
+    for (const [k, v] of Object.entries(shared)) put(k, v, 'stage/shared')
+    for (const [k, v] of Object.entries(own)) put(k, v, 'stage/app')
+    for (const i of [...items].sort((a, b) => a.name.localeCompare(b.name))) put(i.name.slice('/stage/app/'.length).replace('/', '_').toUpperCase(), i.value, i.name)
+    if (JSON.stringify(m.values) !== JSON.stringify(expected)) throw new Error(`values ${JSON.stringify(m.values)}, expected ${JSON.stringify(expected)}`)
+    if (JSON.stringify(m.overrides) !== JSON.stringify(overrides)) throw new Error(`overrides ${JSON.stringify(m.overrides)}, expected ${JSON.stringify(overrides)}`)
+    if (JSON.stringify(m.overrides).includes('value:')) throw new Error('an override carries a value')
+  }), { numRuns: 300 })
+  t.pass('300 random sets of overlapping sources')
+})
+
+t.test('parameters that map to the same key: the same winner whatever order the API returns them in', async t => {
+  const items = [
+    { name: '/stage/app/db/password', value: 'a' },
+    { name: '/stage/app/db-password', value: 'b' },
+    { name: '/stage/app/db.password', value: 'c' },
+  ]
+  const winners = new Set<string>()
+  fc.assert(fc.property(fc.shuffledSubarray(items, { minLength: items.length }), shuffled => {
+    const m = mergeSecrets({ secretIds: [], secrets: new Map(), parameters: [{ path: '/stage/app/', items: shuffled }] })
+    winners.add(`${m.values['DB_PASSWORD']} from ${m.origin['DB_PASSWORD']}`)
+    if (m.overrides.length !== 2 || m.overrides.some(o => o.key !== 'DB_PASSWORD')) throw new Error(`overrides ${JSON.stringify(m.overrides)}`)
+  }), { numRuns: 50 })
+  t.equal(winners.size, 1, `one winner, by parameter name order: ${[...winners].join(', ')}`)
 })

@@ -101,3 +101,11 @@ t.test('loadServiceSpec reads package.json facts', async t => {
   t.ok(spec.hasPackageJson)
   t.notOk(spec.fromManifest)
 })
+
+t.test('preStop: an argv for the drain, optional', async t => {
+  const raw = parseManifest(JSON.stringify({ version: 1, services: { a: { preStop: ['node', 'drain.js', '--fast'] }, b: {} } }), F)
+  t.same(resolveServiceSpec(raw, 'a', F, undefined).preStop, ['node', 'drain.js', '--fast'])
+  t.equal(resolveServiceSpec(raw, 'b', F, undefined).preStop, undefined)
+  t.match(thrown(() => parseManifest(JSON.stringify({ version: 1, services: { a: { preStop: [] } } }), F)), { code: 'MANIFEST_INVALID', message: /field "services.a.preStop"/ })
+  t.match(thrown(() => parseManifest(JSON.stringify({ version: 1, services: { a: { preStop: 'node drain.js' } } }), F)), { code: 'MANIFEST_INVALID', message: /services.a.preStop/ })
+})

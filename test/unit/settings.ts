@@ -1,5 +1,6 @@
 import t from 'tap'
-import { resolveSettings, type SettingsInput } from '../../agent/src/settings.js'
+import { readFile } from 'node:fs/promises'
+import { OPTIONS, resolveSettings, resolveWatchSettings, type SettingsInput } from '../../agent/src/settings.js'
 import { ConfigError } from '../../agent/src/errors.js'
 import { thrown } from '../helpers/thrown.js'
 
@@ -72,4 +73,36 @@ t.test('a long tag value is quoted cut short in the error', async t => {
   const e = thrown(() => resolveSettings(base({ tags: { Service: long, Environment: 'stage', Repository: 'file:///r.git' } })))
   t.type(e, ConfigError)
   t.ok(e instanceof Error && e.message.length < 400, 'message stays short')
+})
+
+t.test('watch options: defaults, bounds, warm-pool reason', async t => {
+  const s = resolveSettings(base({ flags: { reason: 'warm-pool' } }))
+  t.equal(s.reason, 'warm-pool')
+  t.same([s.watchIntervalMs, s.preStopTimeoutMs, s.imdsTokenTtlS], [5000, 30_000, 21600])
+  t.match(thrown(() => resolveSettings(base({ flags: { reason: 'reboot' } }))), { message: /expected boot, ssm, manual, warm-pool/ })
+  t.match(thrown(() => resolveSettings(base({ env: { BOOTSTRAP_WATCH_INTERVAL: '0' } }))), { exitCode: 2, message: /BOOTSTRAP_WATCH_INTERVAL = "0" is not valid: expected a whole number from 1 to 60/ })
+  t.match(thrown(() => resolveSettings(base({ flags: { 'imds-token-ttl': '21601' } }))), { message: /--imds-token-ttl = "21601" is not valid: expected a whole number from 1 to 21600/ })
+})
+
+t.test('resolveWatchSettings: no tags, no repository needed; the service is optional', async t => {
+  const w = resolveWatchSettings({ flags: { root: '/srv/x/' }, env: { BOOTSTRAP_PRE_STOP_TIMEOUT: '45' }, agentEnv: { BOOTSTRAP_WATCH_INTERVAL: '2' }, mode: 'aws' })
+  t.same(w, {
+    root: '/srv/x', service: undefined, serviceUser: 'bootstrap-app', manifestFile: 'bootstrap-agent.json', logLevel: 'info',
+    heartbeatIntervalMs: 0, watchIntervalMs: 2000, preStopTimeoutMs: 45_000, imdsTokenTtlS: 21600,
+  })
+  t.ok(Object.isFrozen(w))
+  t.equal(resolveWatchSettings({ flags: { service: 'api' }, env: {}, agentEnv: {}, mode: 'aws' }).service, 'api')
+  t.match(thrown(() => resolveWatchSettings({ flags: { service: 'API!' }, env: {}, agentEnv: {}, mode: 'aws' })), { exitCode: 2, message: /--service/ })
+  t.match(thrown(() => resolveWatchSettings({ flags: { 'service-user': 'root' }, env: {}, agentEnv: {}, mode: 'aws' })), { message: /never runs as root/ })
+  t.match(thrown(() => resolveWatchSettings({ flags: { root: 'rel' }, env: {}, agentEnv: {}, mode: 'aws' })), { message: /expected an absolute path/ })
+})
+
+t.test("the README's configuration reference has a row for every option", async t => {
+  const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8')
+  const reference = readme.slice(readme.indexOf('## Configuration reference'), readme.indexOf('### Tags'))
+  // the tag key options share one row ("--tag-key-service etc.", "BOOTSTRAP_TAG_KEY_SERVICE, _ENVIRONMENT, ...")
+  for (const o of OPTIONS) {
+    const documented = o.flag.startsWith('tag-key-') ? reference.includes(`_${o.env.split('_').pop()}`) : reference.includes(`\`--${o.flag}\``)
+    t.ok(documented, `--${o.flag} (${o.env}) is in the README table`)
+  }
 })

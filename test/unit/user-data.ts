@@ -27,11 +27,16 @@ ExecStart=/opt/bootstrap-agent/current/bin/bootstrap-agent run --reason boot
 `
 const SHA = 'ab'.repeat(32)
 const base = { 'artifact-url': 'https://releases.example.com/bootstrap-agent-1.2.3.tar.gz', 'artifact-sha256': SHA, region: 'eu-west-1', 'node-install': 'preinstalled' }
-const render = (params: Record<string, string>, extra: Partial<{ templateText: string; unit: string }> = {}) =>
-  renderUserData({ templateName: 'bootstrap', templateText, unit, agentVersion: '1.2.3', ...extra, params })
+const watchUnit = `# the watch
+[Service]
+Type=simple
+ExecStart=/opt/bootstrap-agent/current/bin/bootstrap-agent watch
+`
+const render = (params: Record<string, string>, extra: Partial<{ templateText: string; unit: string; watchUnit: string }> = {}) =>
+  renderUserData({ templateName: 'bootstrap', templateText, unit, watchUnit, agentVersion: '1.2.3', ...extra, params })
 
 /** The error a render throws, with its policy: exit 2, a stable code. */
-const refusal = (params: Record<string, string>, extra: Partial<{ templateText: string; unit: string }> = {}) => {
+const refusal = (params: Record<string, string>, extra: Partial<{ templateText: string; unit: string; watchUnit: string }> = {}) => {
   const e = thrown(() => render(params, extra))
   if (!isAgentError(e)) throw new Error(`expected an AgentError, got ${String(e)}`)
   return e
@@ -223,6 +228,17 @@ t.test('the unit: comments and blank lines dropped, heredoc delimiter refused', 
   t.equal(e.exitCode, 2)
   t.match(e.message, /the systemd unit contains a line "UNIT_EOF"/)
   t.match(refusal(base, { unit: `${unit}X=\0\n` }).message, /the systemd unit contains a NUL byte/)
+})
+
+t.test('the watch unit: embedded compacted, installed and enabled beside the agent unit', async t => {
+  const r = render(base)
+  const body = heredoc(r.text, 'WATCH_UNIT_EOF')
+  t.match(body, /^# bootstrap-agent-watch.service, installed by user-data; the commented original is systemd\/bootstrap-agent-watch.service/)
+  t.match(body, /^ExecStart=\/opt\/bootstrap-agent\/current\/bin\/bootstrap-agent watch$/m)
+  t.notMatch(body, 'the watch', 'comments dropped')
+  t.match(r.text, /^install_unit "\$WATCH_UNIT" <<'WATCH_UNIT_EOF'$/m)
+  t.match(r.text, /^systemctl enable --now --no-block bootstrap-agent.service bootstrap-agent-watch.service$/m)
+  t.match(refusal(base, { watchUnit: `${watchUnit}WATCH_UNIT_EOF\n` }).message, /the watch systemd unit contains a line "WATCH_UNIT_EOF"/)
 })
 
 t.test('size: over 16 KB is refused with the size', async t => {

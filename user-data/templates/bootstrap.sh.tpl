@@ -1,8 +1,9 @@
 #!/bin/bash
 # bootstrap-agent user-data, rendered by {{rendered_by}}.
 # Downloads the agent release, checks its sha256, installs Node if needed and the agent under
-# /opt/bootstrap-agent/<version>, writes /etc/bootstrap-agent/agent.env and the systemd unit, and
-# starts bootstrap-agent.service. Safe to run again. Every path is under $PREFIX (empty: /).
+# /opt/bootstrap-agent/<version>, writes /etc/bootstrap-agent/agent.env and the systemd units, and
+# starts bootstrap-agent.service (the boot run) and bootstrap-agent-watch.service (termination,
+# spot interruption, warm pool). Safe to run again. Every path is under $PREFIX (empty: /).
 # Log: /var/log/bootstrap-agent/user-data.log and the console. Re-render, never edit by hand.
 set -euo pipefail
 umask 022
@@ -23,6 +24,7 @@ CACHE=$PREFIX/var/cache/bootstrap-agent
 LOG=$PREFIX/var/log/bootstrap-agent/user-data.log
 ARTIFACT=$CACHE/bootstrap-agent-$ARTIFACT_SHA256.tar.gz
 UNIT=$PREFIX/etc/systemd/system/bootstrap-agent.service
+WATCH_UNIT=$PREFIX/etc/systemd/system/bootstrap-agent-watch.service
 export PATH=$PREFIX/usr/local/bin:$PATH
 
 mkdir -p "${LOG%/*}"
@@ -139,19 +141,27 @@ AGENT_ENV_EOF
 chmod 0644 "$PREFIX/etc/bootstrap-agent/agent.env.tmp"
 mv -f "$PREFIX/etc/bootstrap-agent/agent.env.tmp" "$PREFIX/etc/bootstrap-agent/agent.env"
 
-step unit "$UNIT"
-mkdir -p "${UNIT%/*}"
-cat >"$UNIT.tmp" <<'UNIT_EOF'
+# install_unit FILE: the unit text from stdin, replaced by rename
+install_unit() {
+  mkdir -p "${1%/*}"
+  cat >"$1.tmp"
+  chmod 0644 "$1.tmp"
+  mv -f "$1.tmp" "$1"
+}
+step unit "$UNIT $WATCH_UNIT"
+install_unit "$UNIT" <<'UNIT_EOF'
 {{unit}}
 UNIT_EOF
-chmod 0644 "$UNIT.tmp"
-mv -f "$UNIT.tmp" "$UNIT"
+install_unit "$WATCH_UNIT" <<'WATCH_UNIT_EOF'
+{{watch_unit}}
+WATCH_UNIT_EOF
 
 # --no-block: the unit is a oneshot, so a blocking start would wait for the whole first run (npm
 # ci included) inside cloud-init, and deadlock if the unit is ordered after cloud-init's stage.
-# The run reports through the lifecycle hook, the journal and `bootstrap-agent status`.
-step start "systemctl enable --now bootstrap-agent.service"
+# The run reports through the lifecycle hook, the journal and `bootstrap-agent status`. The watch
+# starts beside it (not after it), so a termination during the first run is drained too.
+step start "systemctl enable --now bootstrap-agent.service bootstrap-agent-watch.service"
 systemctl daemon-reload
-systemctl enable --now --no-block bootstrap-agent.service
+systemctl enable --now --no-block bootstrap-agent.service bootstrap-agent-watch.service
 STEP=finished
-echo "user-data: OK: bootstrap-agent $version installed; bootstrap-agent.service started (journalctl -u bootstrap-agent)"
+echo "user-data: OK: bootstrap-agent $version installed; bootstrap-agent.service and bootstrap-agent-watch.service started (journalctl -u bootstrap-agent -u bootstrap-agent-watch)"

@@ -1,6 +1,7 @@
 /**
  * `bootstrap-agent render-user-data --template NAME --param key=value ... [--out FILE]
- * [--unit-file FILE]`: reads user-data/templates/NAME.sh.tpl and the systemd unit it embeds,
+ * [--unit-file FILE] [--watch-unit-file FILE]`: reads user-data/templates/NAME.sh.tpl and the
+ * systemd units it embeds,
  * renders them (user-data.ts) and writes the script to FILE or stdout, with its size on stderr.
  */
 import { existsSync } from 'node:fs'
@@ -45,6 +46,7 @@ export const renderUserDataCommand = async (argv: readonly string[], agentVersio
         param: { type: 'string', multiple: true },
         out: { type: 'string' },
         'unit-file': { type: 'string' },
+        'watch-unit-file': { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
@@ -63,8 +65,10 @@ export const renderUserDataCommand = async (argv: readonly string[], agentVersio
   const templateText = await readText(join(templatesDir ?? '', `${name}.sh.tpl`), 'template', 'restore it from the repository')
   const unitFile = values['unit-file'] ?? join(dir ?? '', 'systemd/bootstrap-agent.service')
   const unit = await readText(unitFile, 'the systemd unit the user-data installs,', 'restore systemd/bootstrap-agent.service, or name a unit with --unit-file')
+  const watchUnitFile = values['watch-unit-file'] ?? join(dir ?? '', 'systemd/bootstrap-agent-watch.service')
+  const watchUnit = await readText(watchUnitFile, 'the watch systemd unit the user-data installs,', 'restore systemd/bootstrap-agent-watch.service, or name a unit with --watch-unit-file')
 
-  const rendered = renderUserData({ templateName: name, templateText, params: parseParamFlags(values.param ?? []), unit, agentVersion })
+  const rendered = renderUserData({ templateName: name, templateText, params: parseParamFlags(values.param ?? []), unit, watchUnit, agentVersion })
   const size = `${rendered.bytes} bytes of user-data (EC2's limit: ${USER_DATA_MAX_BYTES})`
   if (values.out === undefined) {
     io.stdout.write(rendered.text)

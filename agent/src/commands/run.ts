@@ -51,6 +51,7 @@ export const runCommand = async (o: RunOptions): Promise<number> => {
     if (ctx.release) Object.assign(state, { commit: ctx.release.commit, release: ctx.release.id })
     if (ctx.liveRelease && ctx.liveRelease !== ctx.release?.id) state.previousRelease = ctx.liveRelease
     if (ctx.hook) state.lifecycle = ctx.hook.description
+    if (ctx.warmPool) state.warmPool = ctx.warmPool
     if (ctx.url) state.url = ctx.url
   }
   const saveState = async (st: RunState) => {
@@ -72,12 +73,15 @@ export const runCommand = async (o: RunOptions): Promise<number> => {
         return r === 'completed' ? { detail: `${ok ? 'CONTINUE' : 'ABANDON'} sent (${c.hook.description})` } : { status: 'skipped', detail: `${r} (${c.hook.description})` }
       },
     })
+    // begun in the background during install (pm2-ready.ts): a run that failed before `start`
+    // lets it finish rather than exit under a half-spawned daemon; its error was start's to report
+    await ctx.pm2Ready?.catch(() => undefined)
     if (!failure) {
       const after = await runPhases(AFTER_SUCCESS, { ctx, log, state, saveState })
       // a failed cleanup leaves an extra release on disk; the service is fine, so is the run
       if (after) log.warn({ code: after.code }, `cleanup failed: ${after.message}`)
     }
-    state.outcome = failure ? (ctx.rolledBack ? 'rolled-back' : 'failed') : 'success'
+    state.outcome = failure ? (ctx.rolledBack ? 'rolled-back' : 'failed') : ctx.warmPool ? 'prepared' : 'success'
     state.exitCode = failure ? failure.exitCode : ExitCode.ok
     state.finishedAt = new Date().toISOString()
     state.durationMs = Math.round(performance.now() - t0)

@@ -3,6 +3,13 @@ import type { RunState } from '../state.js'
 
 const ms = (n: number | undefined) => (n === undefined ? '' : n >= 10_000 ? `${(n / 1000).toFixed(1)} s` : `${n} ms`)
 
+/** A warm-pool run must not read as serving: say what it left and what happens next. */
+const warmPoolRow = (st: RunState): string | undefined => {
+  if (!st.warmPool) return undefined
+  if (st.outcome === 'prepared') return `${st.warmPool}: prepared, not started (starts when the instance leaves the pool)`
+  return `${st.warmPool}: ${st.outcome === 'running' ? 'preparing' : 'prepare failed'}, nothing started`
+}
+
 export const formatSummary = (st: RunState): string => {
   const rows: [string, string | undefined][] = [
     ['outcome', `${st.outcome}${st.exitCode === undefined ? '' : ` (exit ${st.exitCode})`}`],
@@ -15,6 +22,7 @@ export const formatSummary = (st: RunState): string => {
     ['previous release', st.previousRelease],
     ['url', st.url],
     ['lifecycle hook', st.lifecycle],
+    ['warm pool', warmPoolRow(st)],
     ['reason', `${st.reason} (${st.mode} mode)`],
     ['started', st.startedAt],
     ['duration', ms(st.durationMs)],

@@ -1,16 +1,23 @@
 import { join } from 'node:path'
 import { ensureDir, exists } from '../dirs.js'
 import { ConfigError } from '../errors.js'
+import type { Git, GitCredential } from '../git.js'
+import { branchNotFound, repoEmpty } from '../git-errors.js'
 import { loadServiceSpec } from '../manifest.js'
 import { readCurrent, readReleaseMeta, releaseId, removeRelease, removeStaleTemps } from '../releases.js'
 import type { Phase } from '../runner.js'
 import { need, type RunContext } from '../run-context.js'
 import { ensureServiceUser } from '../service-user.js'
+import type { Settings } from '../settings.js'
+import { isWarmPrepared } from '../warm-pool.js'
 import { readGitCredential } from './credential.js'
+import { readSecretSourcesInBackground } from './secrets.js'
 
 /**
  * The remote branch's commit (ls-remote), then either the live release (same commit, known good:
- * nothing to fetch) or a shallow clone into a new release directory. Nothing live changes here.
+ * nothing to fetch) or a shallow clone into a new release directory. Nothing live changes here:
+ * a commit that cannot be deployed (branch missing, repository empty, manifest gone or invalid)
+ * fails with exit 2 and leaves no release behind.
  */
 export const fetch: Phase<RunContext> = {
   name: 'fetch',
@@ -29,21 +36,23 @@ export const fetch: Phase<RunContext> = {
     await removeStaleTemps(p.serviceDir)
 
     const source = ctx.seams.secrets(s)
+    // the secret values are read while git works; the `secrets` phase awaits them
+    readSecretSourcesInBackground(ctx)
     if (s.gitCredentialSecret) ctx.credential = await readGitCredential(source, s.gitCredentialSecret, ctx.scrubber)
     const git = ctx.seams.git(s)
     const head = await git.headOf(s.repository, s.branch, ctx.credential)
-    if (head === undefined) {
-      throw new ConfigError(`branch "${s.branch}" does not exist in ${s.repository}`, `push the branch, or fix the environment -> branch map / ${s.tagKeys.branch} tag`, 'GIT_BRANCH_NOT_FOUND')
-    }
+    if (head === undefined) throw await missingBranch(git, s, ctx.credential)
     ctx.remoteCommit = head
 
     ctx.liveRelease = await readCurrent(p.serviceDir)
     const liveDir = ctx.liveRelease && join(p.releasesDir, ctx.liveRelease)
     const liveMeta = liveDir ? await readReleaseMeta(liveDir) : undefined
-    if (liveDir && liveMeta?.good && liveMeta.commit === head) {
+    // a release a warm-pool run prepared is reused too (warm-pool.ts); a branch that moved meanwhile is not
+    const prepared = liveMeta !== undefined && !liveMeta.good && (await isWarmPrepared(p.serviceDir, liveMeta.id))
+    if (liveDir && (liveMeta?.good || prepared) && liveMeta.commit === head) {
       ctx.spec = await loadServiceSpec(liveDir, s.manifestFile, s.service)
       ctx.release = { id: liveMeta.id, dir: liveDir, serviceDir: join(liveDir, ctx.spec.path), commit: head, reused: true }
-      return { status: 'skipped', detail: `commit ${head.slice(0, 12)} is already live (${liveMeta.id})` }
+      return { status: 'skipped', detail: `commit ${head.slice(0, 12)} is already ${prepared ? 'prepared (warm pool)' : 'live'} (${liveMeta.id})` }
     }
 
     const id = releaseId(ctx.seams.now(), head)
@@ -56,8 +65,54 @@ export const fetch: Phase<RunContext> = {
       ctx.log.info({ lsRemote: head, cloned: commit }, 'branch moved during fetch; deploying the cloned commit')
       ctx.remoteCommit = commit
     }
-    ctx.spec = await loadServiceSpec(dir, s.manifestFile, s.service)
+    try {
+      if (liveDir && (await exists(join(liveDir, s.manifestFile))) && !(await exists(join(dir, s.manifestFile)))) {
+        throw manifestRemoved(s, commit, ctx.liveRelease ?? '')
+      }
+      ctx.spec = await loadServiceSpec(dir, s.manifestFile, s.service)
+    } catch (e) {
+      // a commit that cannot be deployed leaves no release behind (rollback only knows ctx.release);
+      // should the removal fail, the leftover was never good and cleanup prunes it later
+      await removeRelease(p.serviceDir, id).catch(() => undefined)
+      throw e
+    }
     ctx.release = { id, dir, serviceDir: join(dir, ctx.spec.path), commit, reused: false }
     return { detail: `cloned ${s.branch} @ ${commit.slice(0, 12)} into ${id}` }
   },
 }
+
+/** Where the branch name came from, and how to pick another, for the branch-not-found message. */
+const branchOrigin = (s: Settings): { origin: string; fix: string } => {
+  switch (s.branchSource) {
+    case 'branch-map':
+      return {
+        origin: `environment "${s.environment}" in the branch map`,
+        fix: `map environment "${s.environment}" to an existing branch (--branch-map / BOOTSTRAP_BRANCH_MAP), or set a ${s.tagKeys.branch} tag`,
+      }
+    case 'tag':
+      return { origin: `the ${s.tagKeys.branch} tag`, fix: `fix the ${s.tagKeys.branch} tag` }
+    case 'flag':
+      return { origin: '--branch', fix: 'fix --branch' }
+    case 'env':
+      return { origin: 'BOOTSTRAP_BRANCH', fix: 'fix BOOTSTRAP_BRANCH' }
+  }
+}
+
+/** The branch is not on the remote: say which branches are (none at all: an empty repository). */
+const missingBranch = async (git: Git, s: Settings, cred: GitCredential | undefined) => {
+  const branches = await git.branches(s.repository, cred)
+  if (branches.length === 0) return repoEmpty(s.repository, s.branch)
+  return branchNotFound(s.repository, s.branch, { ...branchOrigin(s), branches: branches.sort() })
+}
+
+/**
+ * The manifest is optional, but one that disappears from a service deployed with it is a mistake
+ * far more often than a choice: the defaults (repository root, npm start, PM2-online check) would
+ * replace its start command, env and health check, and a rollback could not restore them.
+ */
+const manifestRemoved = (s: Settings, commit: string, live: string) =>
+  new ConfigError(
+    `${s.manifestFile} is missing at commit ${commit.slice(0, 12)} of branch "${s.branch}", but the live release ${live} was deployed with one: expected the manifest at the repository root`,
+    `restore ${s.manifestFile} and push; to run on the defaults on purpose, commit a manifest that declares the service without fields: {"version":1,"services":{"${s.service}":{}}}`,
+    'MANIFEST_MISSING',
+  )

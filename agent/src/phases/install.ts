@@ -1,10 +1,12 @@
+import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { copyNodeModules, npmCi, readInstallKey } from '../install.js'
+import { preparePm2InBackground } from '../pm2-ready.js'
 import { listReleases, readReleaseMeta } from '../releases.js'
 import type { Phase } from '../runner.js'
 import { need, type RunContext } from '../run-context.js'
 
-/** `npm ci`, or a copy of node_modules from the newest good release with the same install key. */
+/** `npm ci`, or node_modules hard-linked from the newest good release with the same install key. */
 export const install: Phase<RunContext> = {
   name: 'install',
   async run(ctx) {
@@ -23,10 +25,20 @@ export const install: Phase<RunContext> = {
         if (!meta?.good || meta.installKey !== key) continue
         // same lockfile + same Node ABI = what npm ci would produce (a lockfile without
         // dependencies may have produced no node_modules at all: nothing to copy then)
-        await copyNodeModules(ctx.seams.exec, join(dir, spec.path), rel.serviceDir, ctx.user?.switchTo)
-        return { status: 'skipped', detail: `lockfile and Node ABI unchanged: node_modules reused from ${id}` }
+        try {
+          await copyNodeModules(ctx.seams.exec, join(dir, spec.path), rel.serviceDir, ctx.user?.switchTo)
+          return { status: 'skipped', detail: `lockfile and Node ABI unchanged: node_modules reused from ${id}` }
+        } catch (e) {
+          // hard links can be refused (files of another owner under fs.protected_hardlinks, a full
+          // disk): npm ci still gives the same tree, only slower
+          ctx.log.warn({ from: id, error: e instanceof Error ? e.message : String(e) }, 'reusing node_modules failed; running npm ci')
+          await rm(join(rel.serviceDir, 'node_modules'), { recursive: true, force: true })
+          break
+        }
       }
     }
+    // PM2's daemon spawn (~0.5 s, a first boot's) runs alongside npm ci; `start` awaits it
+    if (!ctx.warmPool) preparePm2InBackground(ctx)
     const log = ctx.log.child({ phase: 'install', cmd: 'npm ci' })
     await npmCi({
       exec: ctx.seams.exec,

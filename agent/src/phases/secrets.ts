@@ -3,7 +3,30 @@ import { ConfigError, errnoCode } from '../errors.js'
 import { serializeEnv } from '../env-file.js'
 import type { Phase } from '../runner.js'
 import { need, type RunContext } from '../run-context.js'
-import { mergeSecrets, secretIdsToFetch } from '../secrets-source.js'
+import { mergeSecrets, secretIdsToFetch, type MergeInput } from '../secrets-source.js'
+
+/**
+ * The values of every secret source of the settings, read once per run. `fetch` begins the reads
+ * as soon as the settings are known, so they overlap `git ls-remote` and the clone (the manifest's
+ * requiredEnv, which needs the clone, is checked afterwards); the `secrets` phase awaits them and
+ * so reports their failure, as when the reads were its own. Nothing is written here.
+ */
+export const readSecretSources = (ctx: RunContext): Promise<Omit<MergeInput, 'secretIds'>> => {
+  if (!ctx.secretValues) {
+    const s = need(ctx.settings, 'settings')
+    const source = ctx.seams.secrets(s)
+    ctx.secretValues = Promise.all([
+      source.getSecrets(secretIdsToFetch(s.secretIds)),
+      Promise.all(s.parameterPaths.map(async path => ({ path, items: await source.getParametersByPath(path) }))),
+    ]).then(([secrets, parameters]) => ({ secrets, parameters }))
+  }
+  return ctx.secretValues
+}
+
+/** Begins readSecretSources without waiting (a failure is the `secrets` phase's to report). */
+export const readSecretSourcesInBackground = (ctx: RunContext): void => {
+  readSecretSources(ctx).catch(() => undefined)
+}
 
 /**
  * Secrets Manager ids + Parameter Store paths -> one validated map -> the env file's text, kept
@@ -17,10 +40,7 @@ export const secrets: Phase<RunContext> = {
     const p = need(ctx.paths, 'paths')
     const spec = need(ctx.spec, 'spec')
     const source = ctx.seams.secrets(s)
-    const [fetched, parameters] = await Promise.all([
-      source.getSecrets(secretIdsToFetch(s.secretIds)),
-      Promise.all(s.parameterPaths.map(async path => ({ path, items: await source.getParametersByPath(path) }))),
-    ])
+    const { secrets: fetched, parameters } = await readSecretSources(ctx)
     for (const payload of fetched.values()) if (payload.kind === 'string') ctx.scrubber.add([payload.text])
     for (const { items } of parameters) ctx.scrubber.add(items.map(i => i.value))
     const merged = mergeSecrets({ secretIds: s.secretIds, secrets: fetched, parameters })

@@ -3,10 +3,10 @@ import { writeFileAtomic } from '../atomic-write.js'
 import { buildEcosystem } from '../ecosystem.js'
 import { errnoCode } from '../errors.js'
 import { agentFile } from '../agent-files.js'
-import { PM2_BIN } from '../pm2.js'
-import { ensurePm2Startup } from '../pm2-startup.js'
+import { preparePm2 } from '../pm2-ready.js'
 import type { Phase } from '../runner.js'
 import { need, type RunContext } from '../run-context.js'
+import { WARM_POOL_DETAIL } from '../warm-pool.js'
 
 /**
  * PM2: (re)write the ecosystem file, then start the app (new, or its definition changed) or
@@ -20,16 +20,16 @@ import { need, type RunContext } from '../run-context.js'
 export const start: Phase<RunContext> = {
   name: 'start',
   async run(ctx) {
+    // a warm-pool instance must not serve: the run that takes it out of the pool starts it
+    if (ctx.warmPool) return { status: 'skipped', detail: WARM_POOL_DETAIL }
     const s = need(ctx.settings, 'settings')
     const p = need(ctx.paths, 'paths')
     const spec = need(ctx.spec, 'spec')
     const pm2 = (ctx.pm2 ??= ctx.seams.pm2(s, p, ctx.user))
-    const resurrection = await ensurePm2Startup({
-      exec: ctx.seams.exec, root: s.root, user: ctx.user,
-      spec: { node: process.execPath, pm2Bin: PM2_BIN, home: p.home, pm2Home: p.pm2Home },
-      killStrayDaemon: () => pm2.kill(),
-    })
-    const also = resurrection ? `; ${resurrection}` : ''
+    // begun during npm ci on a first boot (pm2-ready.ts); otherwise done here
+    const early = ctx.pm2Ready !== undefined
+    const resurrection = await preparePm2(ctx)
+    const also = `${resurrection ? `; ${resurrection}` : ''}${early ? '; PM2 made ready during install' : ''}`
     const eco = `${JSON.stringify(buildEcosystem({
       spec, current: p.current, envFile: p.envFile, appLogDir: p.appLogDir,
       preload: agentFile('env-preload.js'), wrapper: agentFile('run-with-env.js'), npmBin: 'npm',

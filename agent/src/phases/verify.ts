@@ -4,6 +4,7 @@ import { waitHealthy } from '../health.js'
 import { markReleaseGood } from '../releases.js'
 import type { Phase } from '../runner.js'
 import { need, type RunContext } from '../run-context.js'
+import { clearWarmPrepared, markWarmPrepared, WARM_POOL_DETAIL } from '../warm-pool.js'
 import { restartPendingFile } from './switch.js'
 
 /** The health gate; a pass marks the release good (a rollback target from now on). */
@@ -14,6 +15,12 @@ export const verify: Phase<RunContext> = {
     const p = need(ctx.paths, 'paths')
     const spec = need(ctx.spec, 'spec')
     const rel = need(ctx.release, 'release')
+    if (ctx.warmPool) {
+      // nothing runs to check; the marker lets the run out of the pool reuse this release, and
+      // `.restart-pending` stays so that run (re)starts the service on it whatever PM2 holds
+      await markWarmPrepared(p.serviceDir, rel.id)
+      return { status: 'skipped', detail: WARM_POOL_DETAIL }
+    }
     const pm2 = (ctx.pm2 ??= ctx.seams.pm2(s, p, ctx.user))
     const r = await waitHealthy({
       app: spec.name,
@@ -21,6 +28,10 @@ export const verify: Phase<RunContext> = {
       timeoutMs: s.healthTimeoutMs,
       // nothing was restarted: the app has been online all along, no need to watch it again
       stableMs: ctx.started ? s.stableWindowMs : 0,
+      // a (re)started app answers within a few hundred ms: polling at health.ts's default 250 ms
+      // added up to a whole interval to every deploy. A poll is cheap now (the PM2 daemon's list
+      // over its socket, pm2-rpc.ts, and one local HTTP request)
+      pollMs: 50,
       pm2,
       logFiles: [join(p.appLogDir, `${spec.name}-error.log`), join(p.appLogDir, `${spec.name}-out.log`)],
       scrub: t => ctx.scrubber.scrub(t),
@@ -29,6 +40,7 @@ export const verify: Phase<RunContext> = {
     await markReleaseGood(rel.dir)
     // healthy on what is on disk: nothing left for a later run to restart
     await rm(restartPendingFile(p.serviceDir), { force: true })
+    await clearWarmPrepared(p.serviceDir)
     return { detail: r.detail }
   },
 }
