@@ -494,13 +494,13 @@ t.test('git remote', async t => {
 t.test('npm ci', async t => {
   const releases = () => readdirSync(join(serviceDir, 'releases'))
 
-  t.test('permanent (a lockfile broken by a merge conflict): exit 1, nothing switched, ABANDON', async t => {
+  t.test('permanent (a lockfile broken by a merge conflict): exit 2, nothing switched, ABANDON', async t => {
     const before = current()
     const commit = await deployCommit({ greeting: 'v3 conflict', lockText: '<<<<<<< HEAD\n{ "name": "app" }\n=======\n>>>>>>> feature\n' })
     const c = await run(t)
     await failedCleanly(t, c, {
-      exit: 1, code: 'NPM_CI_FAILED', phase: 'install', serving: 'v2', hook: 'ABANDON',
-      names: /npm ci failed \(exit 1\) in [^\n]*:\nnpm error code EUSAGE\n[^]*package-lock\.json/, remedy: /fix package.json\/package-lock.json/,
+      exit: 2, code: 'LOCKFILE_INVALID', phase: 'install', serving: 'v2', hook: 'ABANDON',
+      names: /package-lock\.json in [^\n]* is not valid JSON \(a merge-conflict marker on line 1\)/, remedy: /resolve the merge conflict/,
     })
     t.equal(current(), before)
     t.notOk(releases().some(r => r.endsWith(commit.slice(0, 12))), 'the failed release was removed')
