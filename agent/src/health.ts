@@ -78,6 +78,13 @@ const probe = (url: string, timeoutMs: number): Promise<string | number> =>
     }
   })
 
+/**
+ * One probe may take what is left of the health timeout, up to 10 s: a slow endpoint (a health
+ * check that pings its database) passes whatever the poll interval, and a probe that hangs on a
+ * server still starting up is given up in time for the next one.
+ */
+export const probeTimeoutMs = (leftMs: number): number => Math.max(100, Math.min(leftMs, 10_000))
+
 export const waitHealthy = async (i: HealthInput): Promise<HealthResult> => {
   const poll = i.pollMs ?? 250
   const deadline = Date.now() + (i.health.timeoutMs ?? i.timeoutMs)
@@ -93,7 +100,7 @@ export const waitHealthy = async (i: HealthInput): Promise<HealthResult> => {
     const restarts = procs.reduce((n, p) => n + p.restarts, 0)
     const allOnline = procs.every(p => p.status === 'online')
     if (i.health.kind === 'http') {
-      const r = allOnline ? await probe(i.health.url, Math.min(2000, poll * 8)) : 'not online yet'
+      const r = allOnline ? await probe(i.health.url, probeTimeoutMs(deadline - Date.now())) : 'not online yet'
       if (r === i.health.expectStatus) return { detail: `${i.health.url} answered ${r}`, url: i.health.url }
       last = typeof r === 'number' ? `status ${r}` : r
     } else {
