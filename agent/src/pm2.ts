@@ -4,6 +4,7 @@
  * `pm2 env`), so nothing but PATH/HOME/PM2_HOME may be in it. Reading the process list is the
  * exception: it asks the running daemon over its socket (pm2-rpc.ts), which changes nothing.
  */
+import { readFile, stat } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { AgentError } from './errors.js'
@@ -33,6 +34,26 @@ export interface Pm2 {
   save(): Promise<void>
   /** stops the daemon and every app it runs */
   kill(): Promise<void>
+}
+
+/**
+ * Whether PM2's dump (what resurrection at boot starts) already holds `appName` as defined by
+ * `ecosystemFile`: the dump lists the app and was written after the ecosystem file. A reload of
+ * an unchanged definition (a new release behind `current`, or new secrets in the env file) leaves
+ * that dump right, so `pm2 save` (a CLI process, ~150 ms) is skipped; a run killed between a
+ * `pm2 start` and its save leaves an ecosystem file newer than the dump, so the next run saves.
+ */
+export const dumpHolds = async (pm2Home: string, ecosystemFile: string, appName: string): Promise<boolean> => {
+  try {
+    const dumpFile = join(pm2Home, 'dump.pm2')
+    const [dump, eco] = await Promise.all([stat(dumpFile), stat(ecosystemFile)])
+    if (dump.mtimeMs <= eco.mtimeMs) return false
+    const apps: unknown = JSON.parse(await readFile(dumpFile, 'utf8'))
+    return Array.isArray(apps) && apps.some(a => typeof a === 'object' && a !== null && (a as { name?: unknown }).name === appName)
+  } catch {
+    // no dump, no ecosystem file, a dump PM2 left half-written: save
+    return false
+  }
 }
 
 export interface Pm2Options {

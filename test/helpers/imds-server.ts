@@ -8,7 +8,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { closeLocal, listenLocal } from './local-http.js'
 
 export interface ImdsState {
   instanceId: string
@@ -106,14 +106,10 @@ export const startImdsServer = async (initial: ImdsState): Promise<ImdsServer> =
     }, state.stallMs)
     timers.add(timer)
   })
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => resolve())
-  })
-  const { port } = server.address() as AddressInfo
+  const endpoint = await listenLocal(server)
 
   return {
-    endpoint: `http://127.0.0.1:${port}`,
+    endpoint,
     set: (patch) => void Object.assign(state, patch),
     requests,
     get tokenlessRequests() {
@@ -122,8 +118,7 @@ export const startImdsServer = async (initial: ImdsState): Promise<ImdsServer> =
     async stop() {
       for (const t of timers) clearTimeout(t)
       timers.clear()
-      server.closeAllConnections()
-      await new Promise<void>((resolve) => server.close(() => resolve()))
+      await closeLocal(server)
     },
   }
 }

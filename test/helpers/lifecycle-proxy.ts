@@ -8,7 +8,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { closeLocal, listenLocal, readBody } from './local-http.js'
 
 const NS = 'http://autoscaling.amazonaws.com/doc/2011-01-01/'
 
@@ -67,14 +67,6 @@ const jsonError = (res: ServerResponse, status: number, code: string, message: s
   res.writeHead(status, { 'Content-Type': 'application/x-amz-json-1.1', 'x-amzn-RequestId': randomUUID() })
   res.end(JSON.stringify({ __type: code, message }))
 }
-
-const readBody = (req: IncomingMessage): Promise<Buffer> =>
-  new Promise((resolve, reject) => {
-    const chunks: Buffer[] = []
-    req.on('data', (c: Buffer) => chunks.push(c))
-    req.on('end', () => resolve(Buffer.concat(chunks)))
-    req.on('error', reject)
-  })
 
 const forward = (moto: URL, req: IncomingMessage, body: Buffer, res: ServerResponse) => {
   const upstream = request(
@@ -182,22 +174,15 @@ export const startLifecycleProxy = async (motoEndpoint: string): Promise<Lifecyc
   const server = createServer((req, res) => {
     readBody(req).then((body) => handle(req, body, res), () => res.destroy())
   })
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => resolve())
-  })
-  const { port } = server.address() as AddressInfo
+  const endpoint = await listenLocal(server)
 
   return {
-    endpoint: `http://127.0.0.1:${port}`,
+    endpoint,
     setActive: (pairs) => void (active = pairs.map((p) => ({ ...p }))),
     calls,
     completions: () => calls.filter((c) => c.action === 'CompleteLifecycleAction' && c.status === 200),
     heartbeats: () => calls.filter((c) => c.action === 'RecordLifecycleActionHeartbeat' && c.status === 200),
     failNext: (action, status, code, count, message = 'Rate exceeded') => void failures.set(action, { status, code, message, left: count }),
-    async stop() {
-      server.closeAllConnections()
-      await new Promise<void>((resolve) => server.close(() => resolve()))
-    },
+    stop: () => closeLocal(server),
   }
 }

@@ -16,7 +16,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { closeLocal, listenLocal, readBody } from './local-http.js'
 
 export interface BucketSpec {
   /** `service:Action` names sharing this bucket, e.g. ['ssm:GetParameter', 'ssm:GetParametersByPath'] */
@@ -83,14 +83,6 @@ const throttle = (res: ServerResponse, protocol: 'json' | 'query', service: stri
   }
 }
 
-const readBody = (req: IncomingMessage): Promise<Buffer> =>
-  new Promise((resolve, reject) => {
-    const chunks: Buffer[] = []
-    req.on('data', (c: Buffer) => chunks.push(c))
-    req.on('end', () => resolve(Buffer.concat(chunks)))
-    req.on('error', reject)
-  })
-
 export const startThrottleProxy = async (target: string, specs: readonly BucketSpec[]): Promise<ThrottleProxy> => {
   const to = new URL(target)
   const buckets: Bucket[] = specs.map(spec => ({ spec, tokens: spec.burst, at: performance.now() }))
@@ -146,14 +138,10 @@ export const startThrottleProxy = async (target: string, specs: readonly BucketS
   const server = createServer((req, res) => {
     readBody(req).then(body => handle(req, body, res), () => res.destroy())
   })
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => resolve())
-  })
-  const { port } = server.address() as AddressInfo
+  const endpoint = await listenLocal(server)
 
   return {
-    endpoint: `http://127.0.0.1:${port}`,
+    endpoint,
     counts: () => Object.fromEntries([...counts].map(([k, v]) => [k, { ...v }])),
     throttled: () => [...counts.values()].reduce((n, c) => n + c.throttled, 0),
     reset() {
@@ -163,10 +151,6 @@ export const startThrottleProxy = async (target: string, specs: readonly BucketS
         b.at = performance.now()
       }
     },
-    async stop() {
-      // the agents' SDK clients keep their sockets alive; closing them lets the process exit
-      server.closeAllConnections()
-      await new Promise<void>(resolve => server.close(() => resolve()))
-    },
+    stop: () => closeLocal(server),
   }
 }

@@ -12,22 +12,15 @@ import t, { type Test } from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
 import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs'
 import { join } from 'node:path'
-import {
-  AutoScalingClient,
-  CreateAutoScalingGroupCommand,
-  CreateLaunchConfigurationCommand,
-  DescribeAutoScalingGroupsCommand,
-  PutLifecycleHookCommand,
-} from '@aws-sdk/client-auto-scaling'
-import { CreateTagsCommand, DescribeImagesCommand, EC2Client } from '@aws-sdk/client-ec2'
-import { CreateSecretCommand, DeleteSecretCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
-import { PutParameterCommand, SSMClient } from '@aws-sdk/client-ssm'
+import { CreateTagsCommand } from '@aws-sdk/client-ec2'
+import { CreateSecretCommand, DeleteSecretCommand } from '@aws-sdk/client-secrets-manager'
+import { PutParameterCommand } from '@aws-sdk/client-ssm'
+import { startAwsWorld } from '../helpers/aws-world.js'
 import { createFixtureRepo } from '../helpers/fixture-repo.js'
 import { startGitHttpServer } from '../helpers/git-http-server.js'
-import { startImdsServer } from '../helpers/imds-server.js'
 import { findLeaks, leaksAfterRun } from '../helpers/leak-scan.js'
-import { startLifecycleProxy, type LifecycleCall } from '../helpers/lifecycle-proxy.js'
-import { startMoto, type RecordedAction } from '../helpers/moto.js'
+import type { LifecycleCall } from '../helpers/lifecycle-proxy.js'
+import type { RecordedAction } from '../helpers/moto.js'
 import { appFiles, freePort, getJson, removeSandbox, REPO, runCli, sandboxDir, type CliResult } from '../helpers/sandbox.js'
 
 // ---------------------------------------------------------------------------------------------
@@ -37,10 +30,8 @@ const dir = sandboxDir('aws-run')
 const root = join(dir, 'root')
 t.teardown(() => removeSandbox(dir, root))
 
-const moto = await startMoto()
-t.teardown(() => moto.stop())
-const proxy = await startLifecycleProxy(moto.endpoint)
-t.teardown(() => proxy.stop())
+const world = await startAwsWorld(t)
+const { moto, proxy, sm, ssm, ec2 } = world
 
 const token = `tok-${randomBytes(16).toString('hex')}`
 const apiKeyMark = `key-${randomBytes(16).toString('hex')}`
@@ -62,18 +53,8 @@ const repoUrl = git.url('app.git')
 // ---------------------------------------------------------------------------------------------
 // seed moto with the SDK (directly, not through the proxy: seeding is not the agent's traffic)
 
-const region = 'us-east-1'
-// the seeding clients run on this Node too; the agent silences the same notice for itself
-process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true'
-const aws = { region, endpoint: moto.endpoint, credentials: { accessKeyId: 'test', secretAccessKey: 'test' } }
-const sm = new SecretsManagerClient(aws)
-const ssm = new SSMClient(aws)
-const ec2 = new EC2Client(aws)
-const asg = new AutoScalingClient(aws)
-
 const service = 'app'
 const hookName = 'bootstrap-launch'
-const asgName = `asg-${randomBytes(6).toString('hex')}`
 const apiSecretId = `stage/${service}`
 const gitSecretId = `git/${service}`
 const createApiSecret = () => sm.send(new CreateSecretCommand({ Name: apiSecretId, SecretString: JSON.stringify({ API_KEY: apiKey }) }))
@@ -82,43 +63,15 @@ await createApiSecret()
 await sm.send(new CreateSecretCommand({ Name: gitSecretId, SecretString: JSON.stringify({ username: 'deploy', token }) }))
 await ssm.send(new PutParameterCommand({ Name: `/stage/${service}/db/password`, Value: dbPass, Type: 'SecureString' }))
 
-const imageId = (await ec2.send(new DescribeImagesCommand({}))).Images?.[0]?.ImageId
-if (!imageId) throw new Error('moto offered no AMI')
-await asg.send(new CreateLaunchConfigurationCommand({ LaunchConfigurationName: `lc-${asgName}`, ImageId: imageId, InstanceType: 't3.micro' }))
-await asg.send(new CreateAutoScalingGroupCommand({
-  AutoScalingGroupName: asgName,
-  LaunchConfigurationName: `lc-${asgName}`,
-  MinSize: 1,
-  MaxSize: 1,
-  DesiredCapacity: 1,
-  AvailabilityZones: [`${region}a`],
-}))
-await asg.send(new PutLifecycleHookCommand({
-  AutoScalingGroupName: asgName,
-  LifecycleHookName: hookName,
-  LifecycleTransition: 'autoscaling:EC2_INSTANCE_LAUNCHING',
-  HeartbeatTimeout: 60,
-  DefaultResult: 'ABANDON',
-}))
-const group = (await asg.send(new DescribeAutoScalingGroupsCommand({ AutoScalingGroupNames: [asgName] }))).AutoScalingGroups?.[0]
-const instanceId = group?.Instances?.[0]?.InstanceId
-if (!instanceId) throw new Error(`moto created no member instance in ${asgName}`)
+const { asgName, instanceId } = await world.createGroup({ hooks: [{ name: hookName }] })
 
 const TAGS = { Service: service, Environment: 'stage', Repository: repoUrl }
-const imds = await startImdsServer({ instanceId, region, az: `${region}a`, tags: TAGS, lifecycleState: 'InService' })
-t.teardown(() => imds.stop())
+const imds = await world.startImds({ instanceId, tags: TAGS, lifecycleState: 'InService' })
 
 // ---------------------------------------------------------------------------------------------
 // the agent as systemd would start it on the instance, AWS endpoints pointed at the fixtures
 
-const ENV = {
-  AWS_REGION: region,
-  AWS_ACCESS_KEY_ID: 'test',
-  AWS_SECRET_ACCESS_KEY: 'test',
-  AWS_ENDPOINT_URL: proxy.endpoint,
-  AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint,
-  BOOTSTRAP_GIT_CREDENTIAL_SECRET: gitSecretId,
-}
+const ENV = world.agentEnv(imds.endpoint, { BOOTSTRAP_GIT_CREDENTIAL_SECRET: gitSecretId })
 const RUN = ['run', '--reason', 'boot', '--root', root, '--json', '--stable-window', '1', '--heartbeat-interval', '1']
 
 const envFile = join(root, `etc/bootstrap-agent/env/${service}.env`)

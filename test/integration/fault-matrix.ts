@@ -11,26 +11,17 @@
 import t, { type Test } from 'tap'
 import { execFileSync } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { chownSync, existsSync, mkdirSync, readFileSync, readlinkSync, readdirSync, statSync, writeFileSync } from 'node:fs'
+import { chownSync, existsSync, mkdirSync, readFileSync, readlinkSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import {
-  AutoScalingClient,
-  CreateAutoScalingGroupCommand,
-  CreateLaunchConfigurationCommand,
-  DescribeAutoScalingGroupsCommand,
-  PutLifecycleHookCommand,
-} from '@aws-sdk/client-auto-scaling'
-import { DescribeImagesCommand, EC2Client } from '@aws-sdk/client-ec2'
-import { CreateSecretCommand, PutSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
-import { PutParameterCommand, SSMClient } from '@aws-sdk/client-ssm'
+import { CreateSecretCommand, PutSecretValueCommand } from '@aws-sdk/client-secrets-manager'
+import { PutParameterCommand } from '@aws-sdk/client-ssm'
+import { startAwsWorld } from '../helpers/aws-world.js'
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js'
 import { startFileServer } from '../helpers/file-server.js'
 import { createFixtureRepo } from '../helpers/fixture-repo.js'
 import { startGitHttpServer } from '../helpers/git-http-server.js'
-import { startImdsServer } from '../helpers/imds-server.js'
 import { findLeaks } from '../helpers/leak-scan.js'
-import { startLifecycleProxy, type LifecycleCall } from '../helpers/lifecycle-proxy.js'
-import { startMoto } from '../helpers/moto.js'
+import type { LifecycleCall } from '../helpers/lifecycle-proxy.js'
 import { freePort, killPm2, pm2Home, pm2List, removeSandbox, runCli, sandboxDir, type CliResult } from '../helpers/sandbox.js'
 
 // ---------------------------------------------------------------------------------------------
@@ -51,10 +42,8 @@ const faultProxy = async (target: string) => {
   return p
 }
 
-const moto = await startMoto()
-t.teardown(() => moto.stop())
-const lp = await startLifecycleProxy(moto.endpoint)
-t.teardown(() => lp.stop())
+const world = await startAwsWorld(t)
+const lp = world.proxy
 const smProxy = await faultProxy(lp.endpoint)
 const ssmProxy = await faultProxy(lp.endpoint)
 const asgProxy = await faultProxy(lp.endpoint)
@@ -124,7 +113,7 @@ const server = http.createServer((req, res) => {
   answered += 1
   if (mode === 'error') { res.statusCode = 500; res.end('{"error":"database unreachable"}'); return }
   if (mode === 'flaky' && answered <= 3) { res.statusCode = 503; res.end('{"error":"warming up"}'); return }
-  if (mode === 'slow') { setTimeout(() => res.end(body()), 4000); return }
+  if (mode === 'slow') { setTimeout(() => res.end(body()), 8000); return }
   res.setHeader('content-type', 'application/json')
   res.end(body())
 })
@@ -145,53 +134,32 @@ const deployCommit = (o: AppOptions) => repo.commit('stage', app(o), o.greeting)
 // ---------------------------------------------------------------------------------------------
 // moto: the secrets, the parameter, an Auto Scaling group with a launching hook
 
-const region = 'us-east-1'
-process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true'
-const aws = { region, endpoint: moto.endpoint, credentials: { accessKeyId: 'test', secretAccessKey: 'test' } }
-const sm = new SecretsManagerClient(aws)
+const { sm, ssm } = world
 const service = 'app'
 const hookName = 'bootstrap-launch'
-const asgName = `asg-${randomBytes(6).toString('hex')}`
 const gitSecretId = `git/${service}`
 const setGitToken = (value: string) => sm.send(new PutSecretValueCommand({ SecretId: gitSecretId, SecretString: JSON.stringify({ username: 'deploy', token: value }) }))
 
 await sm.send(new CreateSecretCommand({ Name: `stage/${service}`, SecretString: JSON.stringify({ API_KEY: apiKey }) }))
 await sm.send(new CreateSecretCommand({ Name: gitSecretId, SecretString: JSON.stringify({ username: 'deploy', token }) }))
-await new SSMClient(aws).send(new PutParameterCommand({ Name: `/stage/${service}/db/password`, Value: dbPass, Type: 'SecureString' }))
-const asg = new AutoScalingClient(aws)
-const imageId = (await new EC2Client(aws).send(new DescribeImagesCommand({}))).Images?.[0]?.ImageId
-if (!imageId) throw new Error('moto offered no AMI')
-await asg.send(new CreateLaunchConfigurationCommand({ LaunchConfigurationName: `lc-${asgName}`, ImageId: imageId, InstanceType: 't3.micro' }))
-await asg.send(new CreateAutoScalingGroupCommand({
-  AutoScalingGroupName: asgName, LaunchConfigurationName: `lc-${asgName}`, MinSize: 1, MaxSize: 1, DesiredCapacity: 1, AvailabilityZones: [`${region}a`],
-}))
-await asg.send(new PutLifecycleHookCommand({
-  AutoScalingGroupName: asgName, LifecycleHookName: hookName, LifecycleTransition: 'autoscaling:EC2_INSTANCE_LAUNCHING', HeartbeatTimeout: 60, DefaultResult: 'ABANDON',
-}))
-const instanceId = (await asg.send(new DescribeAutoScalingGroupsCommand({ AutoScalingGroupNames: [asgName] }))).AutoScalingGroups?.[0]?.Instances?.[0]?.InstanceId
-if (!instanceId) throw new Error(`moto created no member instance in ${asgName}`)
+await ssm.send(new PutParameterCommand({ Name: `/stage/${service}/db/password`, Value: dbPass, Type: 'SecureString' }))
+const { asgName, instanceId } = await world.createGroup({ hooks: [{ name: hookName }] })
 
-const imds = await startImdsServer({
-  instanceId, region, az: `${region}a`, lifecycleState: 'InService',
+const imds = await world.startImds({
+  instanceId, lifecycleState: 'InService',
   tags: { Service: service, Environment: 'stage', Repository: gitProxy.url('app.git') },
 })
-t.teardown(() => imds.stop())
 const imdsProxy = await faultProxy(imds.endpoint)
 
 // ---------------------------------------------------------------------------------------------
 // the agent, as systemd starts it on an instance; every dependency reached through its proxy
 
-const ENV = {
-  AWS_REGION: region,
-  AWS_ACCESS_KEY_ID: 'test',
-  AWS_SECRET_ACCESS_KEY: 'test',
-  AWS_ENDPOINT_URL: lp.endpoint,
+const ENV = world.agentEnv(imdsProxy.endpoint, {
   AWS_ENDPOINT_URL_SECRETS_MANAGER: smProxy.endpoint,
   AWS_ENDPOINT_URL_SSM: ssmProxy.endpoint,
   AWS_ENDPOINT_URL_AUTO_SCALING: asgProxy.endpoint,
-  AWS_EC2_METADATA_SERVICE_ENDPOINT: imdsProxy.endpoint,
   BOOTSTRAP_GIT_CREDENTIAL_SECRET: gitSecretId,
-}
+})
 const FLAGS: Record<string, string> = {
   'stable-window': '1', 'heartbeat-interval': '1', 'health-timeout': '5',
   'git-timeout': '10', 'git-attempts': '2', 'install-timeout': '120',
@@ -583,6 +551,11 @@ t.test('PM2', async t => {
     t.teardown(() => {
       for (const f of files) chownSync(f, owner.uid, owner.gid)
     })
+    // a reload of an unchanged definition needs no save (the dump already holds it): make the
+    // ecosystem file newer than the dump, as a run killed between `pm2 start` and `pm2 save` leaves it
+    const ecosystem = join(serviceDir, 'ecosystem.json')
+    const later = new Date(Date.now() + 5_000)
+    utimesSync(ecosystem, later, later)
     const before = current()
     await deployCommit({ greeting: 'v4 unsaved' })
     const c = await run(t)

@@ -115,6 +115,10 @@ t.test('a new commit deploys a new release and reuses node_modules', async t => 
   t.not(current(), releaseBefore)
   t.match(phase('install').detail, /node_modules reused from/)
   t.equal(state().previousRelease, releaseBefore.replace('releases/', ''))
+  // the same PM2 definition, reloaded: no `pm2 save`, and the dump resurrection reads still holds the app
+  t.match(phase('start').detail, /reloaded; PM2's dump already holds it/)
+  const dump = JSON.parse(readFileSync(join(root, 'var/lib/bootstrap-agent/home/.pm2/dump.pm2'), 'utf8')) as { name: string; pm_cwd?: string }[]
+  t.match(dump, [{ name: 'app' }], 'dump.pm2 lists the app')
   noLeaks(t, r)
 })
 

@@ -16,16 +16,11 @@ import { spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, readlinkSync, statSync } from 'node:fs'
 import { connect } from 'node:net'
 import { join } from 'node:path'
-import {
-  AutoScalingClient, CreateAutoScalingGroupCommand, CreateLaunchConfigurationCommand, DescribeAutoScalingGroupsCommand, PutLifecycleHookCommand,
-} from '@aws-sdk/client-auto-scaling'
-import { DescribeImagesCommand, EC2Client } from '@aws-sdk/client-ec2'
-import { CreateSecretCommand, PutSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
+import { CreateSecretCommand, PutSecretValueCommand } from '@aws-sdk/client-secrets-manager'
+import { startAwsWorld } from '../helpers/aws-world.js'
 import { createFixtureRepo } from '../helpers/fixture-repo.js'
-import { startImdsServer } from '../helpers/imds-server.js'
 import { findLeaks, leaksAfterRun } from '../helpers/leak-scan.js'
-import { startLifecycleProxy, type LifecycleCall } from '../helpers/lifecycle-proxy.js'
-import { startMoto } from '../helpers/moto.js'
+import type { LifecycleCall } from '../helpers/lifecycle-proxy.js'
 import { appFiles, freePort, getJson, killPm2, pm2Home, pm2List, removeSandbox, runCli, sandboxDir, type CliResult } from '../helpers/sandbox.js'
 
 const dir = sandboxDir('warm-pool')
@@ -35,10 +30,8 @@ t.teardown(() => {
   removeSandbox(dir)
 })
 
-const moto = await startMoto()
-t.teardown(() => moto.stop())
-const proxy = await startLifecycleProxy(moto.endpoint)
-t.teardown(() => proxy.stop())
+const world = await startAwsWorld(t)
+const { proxy, sm } = world
 
 // -- the app: a file: dependency (so node_modules exists), an install script that counts `npm ci`
 // runs, and a build command that leaves an output file
@@ -84,13 +77,6 @@ const repo = await createFixtureRepo({ root: join(dir, 'git'), name: 'app', bran
 
 // -- moto: the secret, a group with one member and its launching hook
 
-const region = 'us-east-1'
-process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true'
-const aws = { region, endpoint: moto.endpoint, credentials: { accessKeyId: 'test', secretAccessKey: 'test' } }
-const sm = new SecretsManagerClient(aws)
-const asg = new AutoScalingClient(aws)
-const ec2 = new EC2Client(aws)
-
 const secretId = `stage/${service}`
 const newKey = () => `key-${randomBytes(16).toString('hex')}\n"q" $HOME #h = back\\slash`
 let apiKey = newKey()
@@ -106,30 +92,11 @@ await setApiKey(apiKey, true)
 const fp = (v: string) => createHash('sha256').update(v).digest('hex')
 
 const hookName = 'bootstrap-launch'
-const asgName = `asg-${randomBytes(6).toString('hex')}`
-const imageId = (await ec2.send(new DescribeImagesCommand({}))).Images?.[0]?.ImageId
-if (!imageId) throw new Error('moto offered no AMI')
-await asg.send(new CreateLaunchConfigurationCommand({ LaunchConfigurationName: `lc-${asgName}`, ImageId: imageId, InstanceType: 't3.micro' }))
-await asg.send(new CreateAutoScalingGroupCommand({
-  AutoScalingGroupName: asgName, LaunchConfigurationName: `lc-${asgName}`, MinSize: 1, MaxSize: 1, DesiredCapacity: 1, AvailabilityZones: [`${region}a`],
-}))
-await asg.send(new PutLifecycleHookCommand({
-  AutoScalingGroupName: asgName, LifecycleHookName: hookName, LifecycleTransition: 'autoscaling:EC2_INSTANCE_LAUNCHING', HeartbeatTimeout: 60, DefaultResult: 'ABANDON',
-}))
-const instanceId = (await asg.send(new DescribeAutoScalingGroupsCommand({ AutoScalingGroupNames: [asgName] }))).AutoScalingGroups?.[0]?.Instances?.[0]?.InstanceId
-if (!instanceId) throw new Error(`moto created no member instance in ${asgName}`)
+const { asgName, instanceId } = await world.createGroup({ hooks: [{ name: hookName }] })
 
-const imds = await startImdsServer({ instanceId, region, az: `${region}a`, tags: { Service: service, Environment: 'stage', Repository: repo.fileUrl } })
-t.teardown(() => imds.stop())
+const imds = await world.startImds({ instanceId, tags: { Service: service, Environment: 'stage', Repository: repo.fileUrl } })
 
-const ENV = {
-  AWS_REGION: region,
-  AWS_ACCESS_KEY_ID: 'test',
-  AWS_SECRET_ACCESS_KEY: 'test',
-  AWS_ENDPOINT_URL: proxy.endpoint,
-  AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint,
-  BOOTSTRAP_CONFIG_PARAMETER: 'none',
-}
+const ENV = world.agentEnv(imds.endpoint, { BOOTSTRAP_CONFIG_PARAMETER: 'none' })
 
 // -- lifecycle: launched into the pool, then out of it
 

@@ -12,16 +12,11 @@ import { createHash, randomBytes } from 'node:crypto'
 import { chmodSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import {
-  AutoScalingClient, CreateAutoScalingGroupCommand, CreateLaunchConfigurationCommand, DescribeAutoScalingGroupsCommand, PutLifecycleHookCommand,
-} from '@aws-sdk/client-auto-scaling'
-import { DescribeImagesCommand, EC2Client } from '@aws-sdk/client-ec2'
-import { CreateSecretCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
+import { CreateSecretCommand } from '@aws-sdk/client-secrets-manager'
+import { startAwsWorld } from '../helpers/aws-world.js'
 import { createFixtureRepo } from '../helpers/fixture-repo.js'
-import { startImdsServer } from '../helpers/imds-server.js'
 import { leaksAfterRun } from '../helpers/leak-scan.js'
-import { startLifecycleProxy, type LifecycleCall } from '../helpers/lifecycle-proxy.js'
-import { startMoto } from '../helpers/moto.js'
+import type { LifecycleCall } from '../helpers/lifecycle-proxy.js'
 import { sampleCmdlines } from '../helpers/proc-sampler.js'
 import { BIN, freePort, getJson, pm2List, removeSandbox, REPO, runCli, sandboxDir, type CliResult } from '../helpers/sandbox.js'
 
@@ -29,33 +24,23 @@ const dir = sandboxDir('watch')
 const root = join(dir, 'root')
 t.teardown(() => removeSandbox(dir, root))
 
-const moto = await startMoto()
-t.teardown(() => moto.stop())
-const proxy = await startLifecycleProxy(moto.endpoint)
-t.teardown(() => proxy.stop())
-
-const region = 'us-east-1'
-process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true'
-const aws = { region, endpoint: moto.endpoint, credentials: { accessKeyId: 'test', secretAccessKey: 'test' } }
-const asg = new AutoScalingClient(aws)
+const world = await startAwsWorld(t)
+const { moto, proxy } = world
 
 const service = 'app'
 const apiKey = `key-${randomBytes(16).toString('hex')}`
 const SECRETS = [apiKey]
 const fp = (v: string) => createHash('sha256').update(v).digest('hex')
-await new SecretsManagerClient(aws).send(new CreateSecretCommand({ Name: `stage/${service}`, SecretString: JSON.stringify({ API_KEY: apiKey }) }))
+await world.sm.send(new CreateSecretCommand({ Name: `stage/${service}`, SecretString: JSON.stringify({ API_KEY: apiKey }) }))
 
-const asgName = `asg-${randomBytes(6).toString('hex')}`
 const termHook = 'drain-on-terminate'
-const imageId = (await new EC2Client(aws).send(new DescribeImagesCommand({}))).Images?.[0]?.ImageId
-if (!imageId) throw new Error('moto offered no AMI')
-await asg.send(new CreateLaunchConfigurationCommand({ LaunchConfigurationName: `lc-${asgName}`, ImageId: imageId, InstanceType: 't3.micro' }))
-await asg.send(new CreateAutoScalingGroupCommand({ AutoScalingGroupName: asgName, LaunchConfigurationName: `lc-${asgName}`, MinSize: 1, MaxSize: 1, DesiredCapacity: 1, AvailabilityZones: [`${region}a`] }))
 const launchHook = 'launching'
-await asg.send(new PutLifecycleHookCommand({ AutoScalingGroupName: asgName, LifecycleHookName: launchHook, LifecycleTransition: 'autoscaling:EC2_INSTANCE_LAUNCHING', HeartbeatTimeout: 60, DefaultResult: 'ABANDON' }))
-await asg.send(new PutLifecycleHookCommand({ AutoScalingGroupName: asgName, LifecycleHookName: termHook, LifecycleTransition: 'autoscaling:EC2_INSTANCE_TERMINATING', HeartbeatTimeout: 60, DefaultResult: 'CONTINUE' }))
-const instanceId = (await asg.send(new DescribeAutoScalingGroupsCommand({ AutoScalingGroupNames: [asgName] }))).AutoScalingGroups?.[0]?.Instances?.[0]?.InstanceId
-if (!instanceId) throw new Error(`moto created no member instance in ${asgName}`)
+const { asgName, instanceId } = await world.createGroup({
+  hooks: [
+    { name: launchHook },
+    { name: termHook, transition: 'autoscaling:EC2_INSTANCE_TERMINATING', defaultResult: 'CONTINUE' },
+  ],
+})
 
 // ---------------------------------------------------------------------------------------------
 // the service: /slow is answered only after SIGINT (so it is in flight when PM2 stops the app);
@@ -121,17 +106,9 @@ const files = {
 }
 const repo = await createFixtureRepo({ root: join(dir, 'git'), name: 'app', branches: { stage: files } })
 
-const imds = await startImdsServer({ instanceId, region, az: `${region}a`, tags: { Service: service, Environment: 'stage', Repository: repo.fileUrl }, lifecycleState: 'InService' })
-t.teardown(() => imds.stop())
+const imds = await world.startImds({ instanceId, tags: { Service: service, Environment: 'stage', Repository: repo.fileUrl }, lifecycleState: 'InService' })
 
-const ENV: Record<string, string> = {
-  AWS_REGION: region,
-  AWS_ACCESS_KEY_ID: 'test',
-  AWS_SECRET_ACCESS_KEY: 'test',
-  AWS_ENDPOINT_URL: proxy.endpoint,
-  AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint,
-  BOOTSTRAP_CONFIG_PARAMETER: 'none',
-}
+const ENV = world.agentEnv(imds.endpoint, { BOOTSTRAP_CONFIG_PARAMETER: 'none' })
 const envFile = join(root, `etc/bootstrap-agent/env/${service}.env`)
 const watchFile = join(root, 'var/lib/bootstrap-agent/watch.json')
 const stateFile = join(root, 'var/lib/bootstrap-agent/state.json')

@@ -20,15 +20,10 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
-import {
-  AutoScalingClient, CreateAutoScalingGroupCommand, CreateLaunchConfigurationCommand, DescribeAutoScalingGroupsCommand, PutLifecycleHookCommand,
-} from '@aws-sdk/client-auto-scaling'
-import { CreateTagsCommand, DescribeImagesCommand, EC2Client } from '@aws-sdk/client-ec2'
-import { CreateSecretCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
-import { PutParameterCommand, SSMClient } from '@aws-sdk/client-ssm'
-import { startImdsServer } from '../helpers/imds-server.js'
-import { startLifecycleProxy, type LifecycleProxy } from '../helpers/lifecycle-proxy.js'
-import { startMoto, type Moto } from '../helpers/moto.js'
+import { CreateTagsCommand } from '@aws-sdk/client-ec2'
+import { CreateSecretCommand } from '@aws-sdk/client-secrets-manager'
+import { PutParameterCommand } from '@aws-sdk/client-ssm'
+import { startAwsWorld } from '../helpers/aws-world.js'
 import { startThrottleProxy, type BucketSpec, type ThrottleProxy } from '../helpers/throttle-proxy.js'
 import { bootInstance, type BootInput, type InstanceResult } from './boot-instance.js'
 
@@ -61,7 +56,6 @@ export interface Fleet {
 }
 
 const SERVICE_NAMES = ['api', 'web', 'worker', 'auth', 'search', 'billing', 'mail', 'media']
-const REGION = 'us-east-1'
 const ENVIRONMENT = 'stage'
 const HOOK = 'bootstrap-launch'
 const distinct = (what: string) => `${what}-${randomBytes(12).toString('hex')}`
@@ -71,7 +65,7 @@ export const startFleet = async (o: FleetOptions): Promise<Fleet> => {
   const perService = o.perService ?? 50
   const tagsOffEvery = o.tagsOffEvery ?? 4
   const say = o.progress ?? (() => {})
-  const stops: (() => Promise<void> | void)[] = []
+  const stops: (() => unknown)[] = []
   const stop = async () => {
     // last started, first stopped; each once, however often stop() is called
     for (const s of stops.splice(0).reverse()) await s()
@@ -79,10 +73,8 @@ export const startFleet = async (o: FleetOptions): Promise<Fleet> => {
   try {
     const root = mkdtempSync(join(tmpdir(), 'boot-storm-'))
     stops.push(() => rmSync(root, { recursive: true, force: true }))
-    const moto: Moto = await startMoto()
-    stops.push(() => moto.stop())
-    const lifecycle: LifecycleProxy = await startLifecycleProxy(moto.endpoint)
-    stops.push(() => lifecycle.stop())
+    const world = await startAwsWorld({ teardown: s => void stops.push(s) })
+    const lifecycle = world.proxy
     const throttle: ThrottleProxy = await startThrottleProxy(lifecycle.endpoint, o.rates)
     stops.push(() => throttle.stop())
 
@@ -92,21 +84,12 @@ export const startFleet = async (o: FleetOptions): Promise<Fleet> => {
       for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k]
       Object.assign(process.env, saved)
     })
-    Object.assign(process.env, {
-      AWS_REGION: REGION, AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_ENDPOINT_URL: throttle.endpoint,
-      AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
-    })
+    Object.assign(process.env, world.agentEnv(undefined, { AWS_ENDPOINT_URL: throttle.endpoint, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' }))
     delete process.env['AWS_PROFILE']
     delete process.env['AWS_EC2_METADATA_SERVICE_ENDPOINT']
 
     // seeding goes to moto directly: it is not the agents' traffic
-    const aws = { region: REGION, endpoint: moto.endpoint, credentials: { accessKeyId: 'test', secretAccessKey: 'test' } }
-    const sm = new SecretsManagerClient(aws)
-    const ssm = new SSMClient(aws)
-    const ec2 = new EC2Client(aws)
-    const asg = new AutoScalingClient(aws)
-    const imageId = (await ec2.send(new DescribeImagesCommand({}))).Images?.[0]?.ImageId
-    if (!imageId) throw new Error('moto offered no AMI to launch the fleet from')
+    const { sm, ssm, ec2 } = world
 
     const shared = distinct('shared')
     await sm.send(new CreateSecretCommand({ Name: `${ENVIRONMENT}/shared`, SecretString: JSON.stringify({ SHARED_TOKEN: shared }) }))
@@ -138,28 +121,17 @@ export const startFleet = async (o: FleetOptions): Promise<Fleet> => {
       }
       secretValues.push(...Object.values(env))
 
-      const group = `asg-${name}-${randomBytes(4).toString('hex')}`
-      await asg.send(new CreateLaunchConfigurationCommand({ LaunchConfigurationName: `lc-${group}`, ImageId: imageId, InstanceType: 't3.micro' }))
-      await asg.send(new CreateAutoScalingGroupCommand({
-        AutoScalingGroupName: group, LaunchConfigurationName: `lc-${group}`,
-        MinSize: 0, MaxSize: size, DesiredCapacity: size, AvailabilityZones: [`${REGION}a`],
-      }))
-      await asg.send(new PutLifecycleHookCommand({
-        AutoScalingGroupName: group, LifecycleHookName: HOOK, LifecycleTransition: 'autoscaling:EC2_INSTANCE_LAUNCHING', HeartbeatTimeout: 300, DefaultResult: 'ABANDON',
-      }))
-      const members = (await asg.send(new DescribeAutoScalingGroupsCommand({ AutoScalingGroupNames: [group] }))).AutoScalingGroups?.[0]?.Instances ?? []
-      if (members.length !== size) throw new Error(`moto launched ${members.length} instances in ${group}, expected ${size}`)
+      // a long heartbeat timeout: the agents derive their completion deadline from it, and a
+      // throttled fleet needs more than the integration tests' 60 s
+      const { instanceIds } = await world.createGroup({ prefix: `asg-${name}`, size, hooks: [{ name: HOOK, heartbeatTimeout: 300 }] })
       const tags: Record<string, string> = { Service: name, Environment: ENVIRONMENT, ...(withConfig ? {} : { Repository: repository }) }
-      for (const m of members) {
-        const instanceId = m.InstanceId ?? ''
+      for (const instanceId of instanceIds) {
         const tagsOff = tagsOffEvery > 0 && (instances.length + 1) % tagsOffEvery === 0
         if (tagsOff) await ec2.send(new CreateTagsCommand({ Resources: [instanceId], Tags: Object.entries(tags).map(([Key, Value]) => ({ Key, Value })) }))
-        const imds = await startImdsServer({ instanceId, region: REGION, az: `${REGION}a`, tags: tagsOff ? 'disabled' : tags, lifecycleState: 'Pending:Wait' })
-        stops.push(() => imds.stop())
+        const imds = await world.startImds({ instanceId, tags: tagsOff ? 'disabled' : tags, lifecycleState: 'Pending:Wait' })
         instances.push({ instanceId, imdsEndpoint: imds.endpoint, service: name, expectedEnv: env, root, tagsOff })
       }
     }
-    for (const c of [sm, ssm, ec2, asg]) c.destroy()
 
     return {
       async run() {

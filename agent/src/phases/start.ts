@@ -3,6 +3,7 @@ import { writeFileAtomic } from '../atomic-write.js'
 import { buildEcosystem } from '../ecosystem.js'
 import { errnoCode } from '../errors.js'
 import { agentFile } from '../agent-files.js'
+import { dumpHolds } from '../pm2.js'
 import { preparePm2 } from '../pm2-ready.js'
 import type { Phase } from '../runner.js'
 import { need, type RunContext } from '../run-context.js'
@@ -11,7 +12,7 @@ import { WARM_POOL_DETAIL } from '../warm-pool.js'
 /**
  * PM2: (re)write the ecosystem file, then start the app (new, or its definition changed) or
  * reload it (new release or new secrets), and `pm2 save` so PM2's resurrection at reboot brings
- * back exactly this. An app already online with nothing changed is left alone.
+ * back exactly this (skipped when the dump already holds this definition: pm2.ts `dumpHolds`). An app already online with nothing changed is left alone.
  *
  * Before the first PM2 call (which would fork the daemon into the caller's control group), the
  * daemon is put under its own unit, bootstrap-pm2.service, which also resurrects the saved apps
@@ -47,7 +48,13 @@ export const start: Phase<RunContext> = {
       await pm2.start(p.ecosystem, spec.name, procs.length > 0)
       detail = procs.length === 0 ? 'started' : 'definition changed: recreated'
     } else if (ctx.switched || procs.some(x => x.status !== 'online')) {
+      const wasOnline = procs.every(x => x.status === 'online')
       await pm2.reload(p.ecosystem)
+      ctx.started = true
+      // the same definition, online before and after: the saved dump is still exactly this
+      if (wasOnline && (await dumpHolds(p.pm2Home, p.ecosystem, spec.name))) {
+        return { detail: `${spec.name} reloaded; PM2's dump already holds it (PM2_HOME=${p.pm2Home})${also}` }
+      }
       detail = 'reloaded'
     } else {
       return { status: 'skipped', detail: `already online, nothing changed${also}` }

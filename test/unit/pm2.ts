@@ -1,0 +1,43 @@
+import { mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+import { dumpHolds } from '../../agent/src/pm2.js'
+
+const setup = (t: { teardown(fn: () => void): void }) => {
+  const dir = mkdtempSync(join(tmpdir(), 'pm2-dump-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const eco = join(dir, 'ecosystem.json')
+  const dump = join(dir, 'dump.pm2')
+  const at = (file: string, seconds: number) => utimesSync(file, seconds, seconds)
+  return { dir, eco, dump, at }
+}
+
+t.test('a dump written after the ecosystem file and listing the app holds it', async t => {
+  const { dir, eco, dump, at } = setup(t)
+  writeFileSync(eco, '{"apps":[]}')
+  writeFileSync(dump, JSON.stringify([{ name: 'other' }, { name: 'app', pm_id: 0 }]))
+  at(eco, 1_000)
+  at(dump, 2_000)
+  t.equal(await dumpHolds(dir, eco, 'app'), true)
+  t.equal(await dumpHolds(dir, eco, 'missing'), false, 'an app the dump does not list')
+})
+
+t.test('an ecosystem file newer than the dump (a run killed between pm2 start and pm2 save): save', async t => {
+  const { dir, eco, dump, at } = setup(t)
+  writeFileSync(eco, '{"apps":[]}')
+  writeFileSync(dump, JSON.stringify([{ name: 'app' }]))
+  at(dump, 1_000)
+  at(eco, 2_000)
+  t.equal(await dumpHolds(dir, eco, 'app'), false)
+})
+
+t.test('no dump, or a dump that is not JSON: save', async t => {
+  const { dir, eco, dump, at } = setup(t)
+  writeFileSync(eco, '{"apps":[]}')
+  at(eco, 1_000)
+  t.equal(await dumpHolds(dir, eco, 'app'), false, 'no dump')
+  writeFileSync(dump, '[{"name":"app"')
+  at(dump, 2_000)
+  t.equal(await dumpHolds(dir, eco, 'app'), false, 'half-written dump')
+})
