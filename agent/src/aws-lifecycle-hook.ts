@@ -32,8 +32,8 @@ export interface AutoScalingApi {
   completeLifecycleAction(input: CompleteLifecycleActionType): Promise<unknown>
 }
 
-export const createAutoScalingApi = (region: string): AutoScalingApi => {
-  const asg = new AutoScalingClient(sdkClientConfig(region))
+export const createAutoScalingApi = (region: string, budgetMs?: number): AutoScalingApi => {
+  const asg = new AutoScalingClient(sdkClientConfig(region, budgetMs))
   return {
     describeAutoScalingInstances: input => asg.send(new DescribeAutoScalingInstancesCommand(input)),
     describeLifecycleHooks: input => asg.send(new DescribeLifecycleHooksCommand(input)),
@@ -64,7 +64,8 @@ export interface AwsLifecycleHookOptions {
   /** also wait (discoveryWaitMs) until Auto Scaling shows the transition's states: IMDS said
    * Terminated, and DescribeAutoScalingInstances may still say InService for a moment */
   awaitTransition?: boolean
-  /** backoff of every call (tests shorten it) */
+  /** backoff of every call (tests shorten it); `totalMs` (--aws-timeout) bounds discovery, its
+   * retry by complete() and heartbeats, not the completion (see completeAll) */
   retry?: Pick<RetryOptions, 'baseMs' | 'capMs' | 'totalMs'>
 }
 
@@ -113,7 +114,9 @@ export const createAwsLifecycleHook = (opts: AwsLifecycleHookOptions): Lifecycle
   const kind = opts.transition ?? 'launching'
   const transition = TRANSITIONS[kind]
   let api: AutoScalingApi | undefined = opts.api
-  const asg = () => (api ??= createAutoScalingApi(opts.region))
+  const asg = () => (api ??= createAutoScalingApi(opts.region, opts.retry?.totalMs))
+  /** the caller's AWS budget (--aws-timeout), where it is shorter than a call's own */
+  const budget = (ms: number) => Math.min(ms, opts.retry?.totalMs ?? ms)
   const call = <T>(what: AwsCall, fn: () => Promise<T>, totalMs?: number) =>
     withRetry(what, fn, {
       ...opts.retry,
@@ -199,7 +202,7 @@ export const createAwsLifecycleHook = (opts: AwsLifecycleHookOptions): Lifecycle
               return
             }
             log.debug({ asg: d.asg, hook: h.name }, 'lifecycle action heartbeat sent')
-          }, Math.min(intervalMs / 2, 20_000))
+          }, budget(Math.min(intervalMs / 2, 20_000)))
         } catch (e) {
           // a missed heartbeat costs nothing until the hook's timeout; the next one may work
           if (timer) log.warn({ asg: d.asg, hook: h.name, error: messageOf(e) }, 'lifecycle action heartbeat failed')
@@ -217,7 +220,12 @@ export const createAwsLifecycleHook = (opts: AwsLifecycleHookOptions): Lifecycle
 
   const completeAll = async (result: HookResult): Promise<HookOutcome> => {
     stopHeartbeats()
-    const d = await discover(opts.completeTimeoutMs ?? DISCOVERY_IN_COMPLETE_MS)
+    // discovery is a Describe call like resolve's, on the same budget: --aws-timeout bounds it.
+    // The completion keeps its own deadline (only each attempt is cut, as every call's): giving
+    // it up hands a healthy instance to the hook's DefaultResult (ABANDON: terminated), while the
+    // action waits for it until the HeartbeatTimeout; a low budget meant to fail fast on a dead
+    // network would bring back the boot storm's lost completions (docs/reliability.md)
+    const d = await discover(opts.completeTimeoutMs ?? budget(DISCOVERY_IN_COMPLETE_MS))
     if (d.kind === 'none') return 'not-applicable'
     const totalMs = opts.completeTimeoutMs ?? completionBudgetMs(d.hooks)
     const outcomes: HookOutcome[] = []

@@ -236,9 +236,15 @@ export const REQUEST_TIMEOUT_MS = 15_000
  * Config shared by our SDK clients: no SDK-level retries (counted in withRetry instead) and
  * bounded attempts, so a black-holed endpoint cannot hang a boot. Endpoints are not set here on
  * purpose: the SDK reads AWS_ENDPOINT_URL_<SERVICE> / AWS_ENDPOINT_URL itself.
+ * `budgetMs` (--aws-timeout): withRetry only looks at its budget between attempts, so without this
+ * cut an endpoint that never answers would hold a 3 s budget for one whole 15 s attempt.
  */
-export const sdkClientConfig = (region: string) => ({
+export const sdkClientConfig = (region: string, budgetMs = Number.POSITIVE_INFINITY) => ({
   region,
   maxAttempts: 1,
-  requestHandler: { connectionTimeout: CONNECT_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, throwOnRequestTimeout: true },
+  requestHandler: {
+    connectionTimeout: Math.min(CONNECT_TIMEOUT_MS, budgetMs),
+    requestTimeout: Math.min(REQUEST_TIMEOUT_MS, budgetMs),
+    throwOnRequestTimeout: true,
+  },
 })

@@ -57,15 +57,25 @@ export const createAwsSeams = (tags: Record<string, string>, log: Logger, opts: 
       return { ...id, tags: { ...id.tags, ...tags }, source: `${id.source} + --tag flags` }
     },
   }
-  let secrets: SecretsSource | undefined
+  /** one source per AWS budget: the agent configuration parameter is read before its own
+   * `aws-timeout` (if it has one) is known, the other calls after */
+  let secrets: { budgetMs: number; source: SecretsSource } | undefined
   return {
     ...createLocalSeams(tags, log),
     identity,
-    // AWS_REGION first: secrets may live in another region than the instance
-    secrets: () => (secrets ??= createAwsSecretsSource({ region: env['AWS_REGION'] || instanceRegion || noRegion(), log })),
-    // the group is always in the instance's own region
+    secrets: s => {
+      if (secrets?.budgetMs !== s.awsTimeoutMs) {
+        // AWS_REGION first: secrets may live in another region than the instance
+        const source = createAwsSecretsSource({ region: env['AWS_REGION'] || instanceRegion || noRegion(), log, retry: { totalMs: s.awsTimeoutMs } })
+        secrets = { budgetMs: s.awsTimeoutMs, source }
+      }
+      return secrets.source
+    },
+    // the group is always in the instance's own region; without settings (they could not be
+    // resolved) the hook keeps the default budgets, to answer a waiting action all the same
     hook: (s, id) => createAwsLifecycleHook({
       ...(s && s.heartbeatIntervalMs > 0 ? { heartbeatMs: s.heartbeatIntervalMs } : {}),
+      ...(s ? { retry: { totalMs: s.awsTimeoutMs } } : {}),
       instanceId: id.instanceId,
       region: id.region || env['AWS_REGION'] || noRegion(),
       ...(id.lifecycleState === undefined ? {} : { lifecycleState: id.lifecycleState }),

@@ -37,8 +37,8 @@ export interface ParametersApi {
   describeParameters(input: DescribeParametersRequest): Promise<DescribeParametersResult>
 }
 
-export const createSecretsApi = (region: string): SecretsApi => {
-  const sm = new SecretsManagerClient(sdkClientConfig(region))
+export const createSecretsApi = (region: string, budgetMs?: number): SecretsApi => {
+  const sm = new SecretsManagerClient(sdkClientConfig(region, budgetMs))
   return {
     batchGetSecretValue: input => sm.send(new BatchGetSecretValueCommand(input)),
     getSecretValue: input => sm.send(new GetSecretValueCommand(input)),
@@ -46,8 +46,8 @@ export const createSecretsApi = (region: string): SecretsApi => {
   }
 }
 
-export const createParametersApi = (region: string): ParametersApi => {
-  const ssm = new SSMClient(sdkClientConfig(region))
+export const createParametersApi = (region: string, budgetMs?: number): ParametersApi => {
+  const ssm = new SSMClient(sdkClientConfig(region, budgetMs))
   return {
     getParametersByPath: input => ssm.send(new GetParametersByPathCommand(input)),
     getParameter: input => ssm.send(new GetParameterCommand(input)),
@@ -108,8 +108,8 @@ const pathFilterValue = (path: string) => (path.length > 1 ? path.replace(/\/+$/
 export const createAwsSecretsSource = (opts: AwsSecretsOptions): AwsSecretsSource => {
   let secretsApi: SecretsApi | undefined = opts.secretsApi
   let parametersApi: ParametersApi | undefined = opts.parametersApi
-  const sm = () => (secretsApi ??= createSecretsApi(opts.region))
-  const ssm = () => (parametersApi ??= createParametersApi(opts.region))
+  const sm = () => (secretsApi ??= createSecretsApi(opts.region, opts.retry?.totalMs))
+  const ssm = () => (parametersApi ??= createParametersApi(opts.region, opts.retry?.totalMs))
   const retry = (call: AwsCall) => <T>(fn: () => Promise<T>) =>
     withRetry(call, fn, {
       ...opts.retry,

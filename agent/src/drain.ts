@@ -160,7 +160,9 @@ const stopService: Step = {
     // a PM2 call without a daemon would start one: nothing runs, so nothing to stop
     if (!(await pm2Alive(d.paths.pm2Home, c.seams.isAlive))) return { status: 'skipped', detail: `PM2 is not running (PM2_HOME=${d.paths.pm2Home})` }
     const killTimeoutMs = d.spec?.killTimeoutMs ?? 5000
-    const pm2 = c.seams.pm2(d.paths, d.user, killTimeoutMs + 30_000)
+    // pm2 stop answers once the app exited: its kill timeout, plus --pm2-timeout for PM2 itself,
+    // at most 30 s of it, so a hung daemon cannot eat the two-minute spot notice
+    const pm2 = c.seams.pm2(d.paths, d.user, killTimeoutMs + Math.min(c.settings.pm2TimeoutMs, 30_000))
     const procs = (await pm2.list()).filter(p => p.name === d.service)
     if (procs.length === 0) return { status: 'skipped', detail: `${d.service} is not a PM2 app` }
     if (procs.every(p => p.status === 'stopped')) return { status: 'skipped', detail: `${d.service} is stopped already` }

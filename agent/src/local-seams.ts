@@ -39,7 +39,7 @@ export const createLocalSeams = (tags: Record<string, string>, log: Logger): Sea
       onRetry: ({ attempt, error }) => log.warn({ attempt, error }, 'git attempt failed; retrying'),
     }),
     secrets: s => (secrets ??= s.localSecretsFile ? createLocalSecretsSource(s.localSecretsFile) : noSecretsFile),
-    pm2: (_s, p, user) => createPm2({ exec, pm2Home: p.pm2Home, home: p.home, user: user?.switchTo }),
+    pm2: (s, p, user) => createPm2({ exec, pm2Home: p.pm2Home, home: p.home, user: user?.switchTo, timeoutMs: s.pm2TimeoutMs }),
     hook: () => noLifecycleHook('local mode'),
     now: () => new Date(),
   }

@@ -114,20 +114,23 @@ export const pm2ErrorSummary = (text: string, max = 4): string => {
 }
 
 export const createPm2 = (o: Pm2Options): Pm2 => {
+  const timeoutMs = o.timeoutMs ?? 120_000
+  const hung = (what: string, said = '') => new AgentError(`pm2 ${what} gave no answer within ${Math.round(timeoutMs / 1000)} s (is the PM2 daemon hung?)${said ? `: ${said}` : ''}`, {
+    code: 'PM2_FAILED',
+    remedy: `inspect with: sudo -u <service user> PM2_HOME=${o.pm2Home} pm2 logs; a hung daemon: kill it (its pid is in ${o.pm2Home}/pm2.pid) and run again; a slow one: raise --pm2-timeout (BOOTSTRAP_PM2_TIMEOUT)`,
+  })
   const run = async (args: string[], what: string) => {
     const r = await o.exec.run(process.execPath, [PM2_BIN, ...args], {
       env: pm2Env(o.home, o.pm2Home),
       cwd: o.home,
-      timeoutMs: o.timeoutMs ?? 120_000,
+      timeoutMs,
       ...(o.user ?? {}),
       ...(o.onLine ? { onLine: o.onLine } : {}),
     })
     if (r.exitCode !== 0) {
       const said = pm2ErrorSummary(r.stderr || r.stdout)
-      const why = r.timedOut
-        ? `gave no answer within ${Math.round((o.timeoutMs ?? 120_000) / 1000)} s (is the PM2 daemon hung?)${said ? `: ${said}` : ''}`
-        : `failed (exit ${r.exitCode}): ${said}`
-      throw new AgentError(`pm2 ${what} ${why}`, {
+      if (r.timedOut) throw hung(what, said)
+      throw new AgentError(`pm2 ${what} failed (exit ${r.exitCode}): ${said}`, {
         code: 'PM2_FAILED',
         remedy: `inspect with: sudo -u <service user> PM2_HOME=${o.pm2Home} pm2 logs`,
       })
@@ -138,15 +141,9 @@ export const createPm2 = (o: Pm2Options): Pm2 => {
     async list() {
       // the daemon's own answer, without a CLI process (~180 ms each; pm2-rpc.ts); the CLI only
       // when no daemon answers there, as before (it spawns one, which then has no apps)
-      const timeoutMs = o.timeoutMs ?? 120_000
       const a = await askDaemon(o.pm2Home, 'getMonitorData', timeoutMs)
       if (a.kind === 'answer') return toProcesses(a.value)
-      if (a.kind === 'timeout') {
-        throw new AgentError(`pm2 jlist gave no answer within ${Math.round(timeoutMs / 1000)} s (is the PM2 daemon hung?)`, {
-          code: 'PM2_FAILED',
-          remedy: `inspect with: sudo -u <service user> PM2_HOME=${o.pm2Home} pm2 logs`,
-        })
-      }
+      if (a.kind === 'timeout') throw hung('jlist')
       const r = await run(['jlist'], 'jlist')
       return parseList(r.stdout)
     },
@@ -167,7 +164,10 @@ export const createPm2 = (o: Pm2Options): Pm2 => {
       await run(['stop', appName], `stop ${appName}`)
     },
     async ensureDaemon() {
-      if ((await askDaemon(o.pm2Home, 'getMonitorData', o.timeoutMs ?? 120_000)).kind === 'answer') return
+      const a = await askDaemon(o.pm2Home, 'getMonitorData', timeoutMs)
+      if (a.kind === 'answer') return
+      // connected but silent: a hung daemon, which `pm2 ping` would wait on for a second timeout
+      if (a.kind === 'timeout') throw hung('ping')
       await run(['ping'], 'ping')
     },
     async save() {

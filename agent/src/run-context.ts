@@ -21,7 +21,9 @@ export interface Seams {
   identity: Identity
   /** built once the settings are known (timeouts, attempts come from them) */
   git: (s: Settings) => Git
-  secrets: (s: Pick<Settings, 'localSecretsFile'>) => SecretsSource
+  /** also called before the settings exist, to read the agent configuration parameter: then
+   * with the layers below it (resolveConfigLocation) */
+  secrets: (s: Pick<Settings, 'localSecretsFile' | 'awsTimeoutMs'>) => SecretsSource
   pm2: (s: Settings, p: Paths, user: ServiceUser | undefined) => Pm2
   /** settings are undefined when they could not be resolved: the hook must still be completed */
   hook: (s: Settings | undefined, id: InstanceIdentity) => LifecycleHook

@@ -43,6 +43,10 @@ export interface Settings {
   readonly stableWindowMs: number
   /** lifecycle heartbeat interval; 0 = derived from the hook's HeartbeatTimeout */
   readonly heartbeatIntervalMs: number
+  /** budget of each AWS call, retries included (not the lifecycle completion's: see OPTIONS) */
+  readonly awsTimeoutMs: number
+  /** each PM2 CLI call and daemon question */
+  readonly pm2TimeoutMs: number
   /** watch: IMDS poll interval */
   readonly watchIntervalMs: number
   /** watch: time the manifest's preStop command gets during a drain */
@@ -103,6 +107,8 @@ export const OPTIONS: readonly Option[] = [
   { name: 'healthTimeoutMs', flag: 'health-timeout', env: 'BOOTSTRAP_HEALTH_TIMEOUT', describe: 'seconds to wait for the health gate (the manifest may set its own)', default: '60' },
   { name: 'stableWindowMs', flag: 'stable-window', env: 'BOOTSTRAP_STABLE_WINDOW', describe: 'seconds a PM2 app must stay online without restarts when no HTTP health check is declared', default: '3' },
   { name: 'heartbeatIntervalMs', flag: 'heartbeat-interval', env: 'BOOTSTRAP_HEARTBEAT_INTERVAL', describe: 'seconds between lifecycle heartbeats; 0 derives it from the hook (a third of its HeartbeatTimeout, at least 10 s)', default: '0' },
+  { name: 'awsTimeoutMs', flag: 'aws-timeout', env: 'BOOTSTRAP_AWS_TIMEOUT', describe: "seconds each AWS call (Secrets Manager, Parameter Store, Auto Scaling discovery and heartbeats) may take, retries included (1-3600); one attempt gets at most 15 s or this; the lifecycle completion keeps its own deadline (half the hook's HeartbeatTimeout, 30 s to 5 min)", default: '60' },
+  { name: 'pm2TimeoutMs', flag: 'pm2-timeout', env: 'BOOTSTRAP_PM2_TIMEOUT', describe: "seconds each PM2 command or daemon question may take before it is given up (1-3600); a drain's pm2 stop gets the app's kill timeout plus this, at most 30 s more", default: '120' },
   { name: 'watchIntervalMs', flag: 'watch-interval', env: 'BOOTSTRAP_WATCH_INTERVAL', describe: 'watch: seconds between IMDS polls (target lifecycle state, spot instance-action; 1-60); doubled up to 30 s while IMDS does not answer', default: '5' },
   { name: 'preStopTimeoutMs', flag: 'pre-stop-timeout', env: 'BOOTSTRAP_PRE_STOP_TIMEOUT', describe: "watch: seconds the manifest's preStop command may take during a drain (1-600)", default: '30' },
   { name: 'imdsTokenTtlS', flag: 'imds-token-ttl', env: 'BOOTSTRAP_IMDS_TOKEN_TTL', describe: 'watch: lifetime of its IMDSv2 session token in seconds (1-21600), renewed before it expires', default: '21600' },
@@ -219,10 +225,17 @@ const checkServiceUser = (serviceUser: Picked): string => {
   return serviceUser.value
 }
 
-/** The lifecycle heartbeat interval and the options of `watch`, parsed with their bounds: part of
- * Settings (so a bad value in agent.env fails a run too, not only the watch) and of WatchSettings. */
+/** The AWS budget: a row of its own because the agent configuration parameter is read with it,
+ * before the rest of the settings exist (resolveConfigLocation). */
+const awsTimeoutMs = (get: (name: Option['name']) => Picked | undefined): number => intIn(get('awsTimeoutMs')!, 1, 3600, 1000)
+
+/** The lifecycle heartbeat interval, the AWS and PM2 timeouts and the options of `watch`, parsed
+ * with their bounds: part of Settings (so a bad value in agent.env fails a run too, not only the
+ * watch) and of WatchSettings (its drain stops PM2 apps and answers the terminating hook). */
 const watchOptions = (get: (name: Option['name']) => Picked | undefined) => ({
   heartbeatIntervalMs: intIn(get('heartbeatIntervalMs')!, 0, 3600, 1000),
+  awsTimeoutMs: awsTimeoutMs(get),
+  pm2TimeoutMs: intIn(get('pm2TimeoutMs')!, 1, 3600, 1000),
   watchIntervalMs: intIn(get('watchIntervalMs')!, 1, 60, 1000),
   preStopTimeoutMs: intIn(get('preStopTimeoutMs')!, 1, 600, 1000),
   imdsTokenTtlS: intIn(get('imdsTokenTtlS')!, 1, 21600, 1),
@@ -250,14 +263,16 @@ const serviceAndEnvironment = (input: SettingsInput, get: (name: Option['name'],
 /**
  * Where the agent configuration parameter is, from the layers below it alone (flags, environment,
  * agent.env, tags): only the service and environment must be known, so the parameter can supply
- * the repository, the branch map and the rest (resolve-settings.ts).
+ * the repository, the branch map and the rest (resolve-settings.ts). The AWS budget of reading it
+ * comes from the same layers: an `aws-timeout` in the parameter applies from the next call on.
  */
-export const resolveConfigLocation = (input: SettingsInput): { configParameter: string | undefined; localSecretsFile: string | undefined } => {
+export const resolveConfigLocation = (input: SettingsInput): { configParameter: string | undefined; localSecretsFile: string | undefined; awsTimeoutMs: number } => {
   const get = (name: Option['name'], tagKey?: string) => pick(input, option(name), tagKey)
   const { service, environment } = serviceAndEnvironment(input, get, tagKeysOf(get))
   return {
     configParameter: configParameter(get('configParameter')!, environment.value, service.value),
     localSecretsFile: get('localSecretsFile')?.value,
+    awsTimeoutMs: awsTimeoutMs(get),
   }
 }
 
@@ -360,6 +375,8 @@ export interface WatchSettings {
   readonly manifestFile: string
   readonly logLevel: string
   readonly heartbeatIntervalMs: number
+  readonly awsTimeoutMs: number
+  readonly pm2TimeoutMs: number
   readonly watchIntervalMs: number
   readonly preStopTimeoutMs: number
   readonly imdsTokenTtlS: number

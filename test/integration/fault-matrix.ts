@@ -6,7 +6,8 @@
  * then one fault per run. Every case checks the exit code, that stderr names the dependency and
  * a remedy, that state.json tells the truth, that the previous good release still serves, and
  * that the waiting lifecycle action got exactly one answer (ABANDON on failure, CONTINUE after a
- * recovered fault). Cells that cannot be injected quickly are listed in docs/reliability.md.
+ * recovered fault). The AWS and PM2 cells that wait out a timeout run with BOOTSTRAP_AWS_TIMEOUT /
+ * BOOTSTRAP_PM2_TIMEOUT of 2 s (defaults 60 s and 120 s), set for that run only.
  */
 import t, { type Test } from 'tap'
 import { execFileSync } from 'node:child_process'
@@ -190,16 +191,21 @@ interface Run {
 /** per case: how long the agent ran (for the record in docs/reliability.md, never asserted) */
 const timings: [string, number][] = []
 
-/** One agent run, the instance waiting on its launching lifecycle action meanwhile. */
-const run = async (t: Test, flags: Record<string, string> = {}): Promise<Run> => {
+/** One agent run, the instance waiting on its launching lifecycle action meanwhile; `env` adds
+ * to the agent's environment for this run only (BOOTSTRAP_AWS_TIMEOUT, BOOTSTRAP_PM2_TIMEOUT). */
+const run = async (t: Test, flags: Record<string, string> = {}, env: Record<string, string> = {}): Promise<Run> => {
   lp.setActive([{ instanceId, hookName }])
   const before = lp.calls.length
   const t0 = Date.now()
-  const r = await runCli(args(flags), ENV)
+  const r = await runCli(args(flags), { ...ENV, ...env })
   timings.push([t.name, Date.now() - t0])
   lp.setActive([])
   return { r, lifecycle: lp.calls.slice(before) }
 }
+
+/** for the cells that wait out the AWS budget (60 s by default) or the PM2 timeout (120 s) */
+const AWS_FAST = { BOOTSTRAP_AWS_TIMEOUT: '2' }
+const PM2_FAST = { BOOTSTRAP_PM2_TIMEOUT: '2' }
 
 const accepted = (calls: LifecycleCall[]) => calls.filter(c => c.action === 'CompleteLifecycleAction' && c.status === 200)
 
@@ -349,6 +355,33 @@ t.test('Secrets Manager', async t => {
     t.equal(current(), before)
     t.equal(readFileSync(envFile, 'utf8'), envBefore, 'the env file is untouched')
   })
+
+  // the first Secrets Manager call the run waits for is the git credential, in fetch
+  t.test('unreachable (connection refused) for --aws-timeout: exit 1, AWS_UNREACHABLE, nothing changed, ABANDON', async t => {
+    await smProxy.refuse()
+    const before = current()
+    const envBefore = readFileSync(envFile, 'utf8')
+    const c = await run(t, {}, AWS_FAST)
+    await failedCleanly(t, c, {
+      exit: 1, code: 'AWS_UNREACHABLE', phase: 'fetch', serving: 'v1', hook: 'ABANDON',
+      names: /AWS secretsmanager:BatchGetSecretValue on git\/app failed after \d+ attempts: ECONNREFUSED/, remedy: /check that the instance can reach the secretsmanager endpoint/,
+    })
+    t.match(c.r.stdout, /AWS \w+ failed \(ECONNREFUSED\); retrying/, 'retried within the budget')
+    t.equal(current(), before)
+    t.equal(readFileSync(envFile, 'utf8'), envBefore, 'the env file is untouched')
+  })
+
+  t.test('slower than --aws-timeout (every request stalls): each attempt cut at it, AWS_UNREACHABLE, ABANDON', async t => {
+    smProxy.fail({ kind: 'stall' })
+    const before = current()
+    const c = await run(t, {}, AWS_FAST)
+    await failedCleanly(t, c, {
+      exit: 1, code: 'AWS_UNREACHABLE', phase: 'fetch', serving: 'v1', hook: 'ABANDON',
+      names: /AWS secretsmanager:BatchGetSecretValue on git\/app failed: TimeoutError[^\n]*2000 ms requestTimeout/, remedy: /check that the instance can reach the secretsmanager endpoint/,
+    })
+    t.ok(smProxy.requests.some(q => q.fault === 'stall'), 'the requests stalled')
+    t.equal(current(), before)
+  })
 })
 
 t.test('SSM Parameter Store', async t => {
@@ -369,6 +402,31 @@ t.test('SSM Parameter Store', async t => {
       exit: 1, code: 'AWS_ACCESS_DENIED', phase: 'secrets', serving: 'v1', hook: 'ABANDON',
       names: /AWS ssm:GetParametersByPath on \/stage\/app\/ failed/, remedy: /add ssm:GetParametersByPath on \/stage\/app\/ to the instance profile/,
     })
+    t.equal(current(), before)
+  })
+
+  // the first SSM call is the agent configuration parameter, in resolve: the settings are never
+  // complete, and the hook is answered without them
+  t.test('unreachable (connection refused) for --aws-timeout: exit 1 in resolve, nothing changed, ABANDON', async t => {
+    await ssmProxy.refuse()
+    const before = current()
+    const c = await run(t, {}, AWS_FAST)
+    await failedCleanly(t, c, {
+      exit: 1, code: 'AWS_UNREACHABLE', phase: 'resolve', serving: 'v1', hook: 'ABANDON',
+      names: /AWS ssm:GetParameter on \/bootstrap\/stage\/app failed after \d+ attempts: ECONNREFUSED/, remedy: /check that the instance can reach the ssm endpoint/,
+    })
+    t.equal(current(), before)
+  })
+
+  t.test('slower than --aws-timeout (every request stalls): each attempt cut at it, AWS_UNREACHABLE in resolve, ABANDON', async t => {
+    ssmProxy.fail({ kind: 'stall' })
+    const before = current()
+    const c = await run(t, {}, AWS_FAST)
+    await failedCleanly(t, c, {
+      exit: 1, code: 'AWS_UNREACHABLE', phase: 'resolve', serving: 'v1', hook: 'ABANDON',
+      names: /AWS ssm:GetParameter on \/bootstrap\/stage\/app failed: TimeoutError[^\n]*2000 ms requestTimeout/, remedy: /check that the instance can reach the ssm endpoint/,
+    })
+    t.ok(ssmProxy.requests.some(q => q.fault === 'stall'), 'the requests stalled')
     t.equal(current(), before)
   })
 })
@@ -411,6 +469,35 @@ t.test('Auto Scaling API', async t => {
     t.equal(await greeting(), 'v1')
     t.equal(accepted(lifecycle).length, 0, 'the action was not completed (Auto Scaling applies its DefaultResult at the timeout)')
     t.equal(lifecycle.filter(x => x.action === 'CompleteLifecycleAction').length, 1, 'access denied is not retried')
+  })
+
+  // discovery fails in resolve, and again in complete (on the same budget): nothing names the
+  // group, so Auto Scaling applies the hook's DefaultResult at its HeartbeatTimeout
+  t.test('unreachable (connection refused) for --aws-timeout: exit 1 in resolve, nothing changed, no completion possible', async t => {
+    await asgProxy.refuse()
+    const before = current()
+    const c = await run(t, {}, AWS_FAST)
+    await failedCleanly(t, c, {
+      exit: 1, code: 'AWS_UNREACHABLE', phase: 'resolve', serving: 'v1', hook: 'none',
+      names: /AWS autoscaling:DescribeAutoScalingInstances on i-\w+ failed after \d+ attempts: ECONNREFUSED/, remedy: /check that the instance can reach the autoscaling endpoint/,
+    })
+    t.equal(current(), before)
+    t.equal(c.lifecycle.length, 0, 'no lifecycle call reached Auto Scaling')
+    t.match(phase('complete'), { status: 'failed', detail: /DescribeAutoScalingInstances[^]*ECONNREFUSED/ }, 'complete tried discovery again')
+  })
+
+  t.test('slower than --aws-timeout (every request stalls): each attempt cut at it, exit 1 in resolve, no completion possible', async t => {
+    asgProxy.fail({ kind: 'stall' })
+    const before = current()
+    const c = await run(t, {}, AWS_FAST)
+    await failedCleanly(t, c, {
+      exit: 1, code: 'AWS_UNREACHABLE', phase: 'resolve', serving: 'v1', hook: 'none',
+      names: /AWS autoscaling:DescribeAutoScalingInstances on i-\w+ failed: TimeoutError[^\n]*2000 ms requestTimeout/, remedy: /check that the instance can reach the autoscaling endpoint/,
+    })
+    t.equal(current(), before)
+    t.equal(c.lifecycle.length, 0, 'no lifecycle call reached Auto Scaling')
+    t.ok(asgProxy.requests.filter(q => q.fault === 'stall').length >= 2, 'stalled in resolve, and again in complete')
+    t.match(phase('complete'), { status: 'failed', detail: /DescribeAutoScalingInstances[^]*TimeoutError/ }, 'complete tried discovery again')
   })
 })
 
@@ -565,6 +652,21 @@ t.test('PM2', async t => {
     })
     t.equal(current(), before, 'current points at the previous release again')
     t.match(phase('rollback'), { status: 'failed', detail: /pm2 save failed/ }, 'state.json: the rollback reloaded v3 but could not save either')
+  })
+
+  t.test('hung (the daemon stopped with SIGSTOP): given up at --pm2-timeout, PM2_FAILED, rolled back, the old processes serve, ABANDON', async t => {
+    const daemon = Number(readFileSync(join(pm2Home(root), 'pm2.pid'), 'utf8').trim())
+    process.kill(daemon, 'SIGSTOP')
+    t.teardown(() => process.kill(daemon, 'SIGCONT'))
+    const before = current()
+    await deployCommit({ greeting: 'v4 hung' })
+    const c = await run(t, {}, PM2_FAST)
+    await failedCleanly(t, c, {
+      exit: 1, code: 'PM2_FAILED', phase: 'start', serving: 'v3', hook: 'ABANDON', outcome: 'rolled-back',
+      names: /pm2 \w+ gave no answer within 2 s \(is the PM2 daemon hung\?\)/, remedy: /pm2\.pid[^\n]*raise --pm2-timeout \(BOOTSTRAP_PM2_TIMEOUT\)/,
+    })
+    t.equal(current(), before, 'current points at the previous release again')
+    t.match(phase('rollback'), { status: 'ok' }, 'nothing was restarted: switching back is all the rollback does')
   })
 })
 

@@ -120,6 +120,13 @@ t.test('a full drain: preStop as the service user with the service environment, 
   t.match(step('flush-logs')?.detail, /^2 log files synced to disk/)
 })
 
+t.test('--pm2-timeout: the PM2 calls get the kill_timeout plus it, at most 30 s of it', async t => {
+  const { root } = makeRoot()
+  const f = fakes()
+  await drain(root, f, { 'pm2-timeout': '5' })
+  t.same(f.pm2Timeouts, [1234 + 5000])
+})
+
 t.test('preStop failing or timing out: recorded (secret masked), the service is still stopped', async t => {
   const { root } = makeRoot({ preStop: ['./bye'] })
   const failing = fakes({ preStop: { exitCode: 3, stderr: `oops: API_KEY=${SECRET}\n` } })

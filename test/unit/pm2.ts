@@ -2,7 +2,9 @@ import { mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { dumpHolds } from '../../agent/src/pm2.js'
+import { createServer, type Socket } from 'node:net'
+import type { Exec } from '../../agent/src/exec.js'
+import { createPm2, dumpHolds } from '../../agent/src/pm2.js'
 
 const setup = (t: { teardown(fn: () => void): void }) => {
   const dir = mkdtempSync(join(tmpdir(), 'pm2-dump-'))
@@ -40,4 +42,25 @@ t.test('no dump, or a dump that is not JSON: save', async t => {
   writeFileSync(dump, '[{"name":"app"')
   at(dump, 2_000)
   t.equal(await dumpHolds(dir, eco, 'app'), false, 'half-written dump')
+})
+
+t.test('a daemon that accepts and never answers is hung: ensureDaemon fails at once, without a `pm2 ping` waiting on it again', async t => {
+  const { dir } = setup(t)
+  const sockets: Socket[] = []
+  const server = createServer(s => void sockets.push(s)) // accepts, never answers
+  await new Promise<void>(resolve => server.listen(join(dir, 'rpc.sock'), resolve))
+  t.teardown(() => {
+    for (const s of sockets) s.destroy()
+    server.close()
+  })
+  const ran: string[][] = []
+  const exec: Exec = {
+    async run(_file, args) {
+      ran.push([...args])
+      return { exitCode: 0, stdout: '', stderr: '', timedOut: false }
+    },
+  }
+  const pm2 = createPm2({ exec, pm2Home: dir, home: dir, user: undefined, timeoutMs: 300 })
+  await t.rejects(pm2.ensureDaemon(), { code: 'PM2_FAILED', message: /pm2 ping gave no answer within 0 s \(is the PM2 daemon hung\?\)/ })
+  t.same(ran, [], 'no CLI call')
 })

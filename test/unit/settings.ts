@@ -1,6 +1,6 @@
 import t from 'tap'
 import { readFile } from 'node:fs/promises'
-import { OPTIONS, resolveSettings, resolveWatchSettings, type SettingsInput } from '../../agent/src/settings.js'
+import { OPTIONS, resolveConfigLocation, resolveSettings, resolveWatchSettings, type SettingsInput } from '../../agent/src/settings.js'
 import { ConfigError } from '../../agent/src/errors.js'
 import { thrown } from '../helpers/thrown.js'
 
@@ -84,11 +84,28 @@ t.test('watch options: defaults, bounds, warm-pool reason', async t => {
   t.match(thrown(() => resolveSettings(base({ flags: { 'imds-token-ttl': '21601' } }))), { message: /--imds-token-ttl = "21601" is not valid: expected a whole number from 1 to 21600/ })
 })
 
+const pick = (s: { awsTimeoutMs: number; pm2TimeoutMs: number }) => [s.awsTimeoutMs, s.pm2TimeoutMs]
+
+t.test('AWS and PM2 timeouts: defaults, every layer, bounds; the AWS budget is known before the agent configuration parameter is read', async t => {
+  const s = resolveSettings(base())
+  t.same([s.awsTimeoutMs, s.pm2TimeoutMs], [60_000, 120_000])
+  t.equal(resolveSettings(base({ env: { BOOTSTRAP_AWS_TIMEOUT: '3' } })).awsTimeoutMs, 3000)
+  t.equal(resolveSettings(base({ flags: { 'pm2-timeout': '5' } })).pm2TimeoutMs, 5000)
+  const remote = { source: 'SSM parameter /bootstrap/stage/auth-service', values: { 'aws-timeout': '20', 'pm2-timeout': '30' } }
+  t.same(pick(resolveSettings(base({ remoteConfig: remote }))), [20_000, 30_000], 'the agent configuration parameter may set both')
+  t.equal(resolveConfigLocation(base({ agentEnv: { BOOTSTRAP_AWS_TIMEOUT: '7' } })).awsTimeoutMs, 7000, 'the budget of reading the parameter comes from below it')
+  const w = resolveWatchSettings({ flags: { 'aws-timeout': '9' }, env: { BOOTSTRAP_PM2_TIMEOUT: '11' }, agentEnv: {}, mode: 'aws' })
+  t.same([w.awsTimeoutMs, w.pm2TimeoutMs], [9000, 11_000], 'the watch (its drain and terminating hook) has both')
+  t.match(thrown(() => resolveSettings(base({ env: { BOOTSTRAP_AWS_TIMEOUT: '0' } }))), { exitCode: 2, message: /BOOTSTRAP_AWS_TIMEOUT = "0" is not valid: expected a whole number from 1 to 3600/, remedy: /fix BOOTSTRAP_AWS_TIMEOUT/ })
+  t.match(thrown(() => resolveConfigLocation(base({ flags: { 'aws-timeout': '2m' } }))), { exitCode: 2, message: /--aws-timeout = "2m" is not valid/ })
+  t.match(thrown(() => resolveSettings(base({ flags: { 'pm2-timeout': '3601' } }))), { exitCode: 2, message: /--pm2-timeout = "3601" is not valid: expected a whole number from 1 to 3600/ })
+  t.match(thrown(() => resolveWatchSettings({ flags: {}, env: { BOOTSTRAP_PM2_TIMEOUT: '-1' }, agentEnv: {}, mode: 'aws' })), { exitCode: 2, message: /BOOTSTRAP_PM2_TIMEOUT = "-1"/ })
+})
 t.test('resolveWatchSettings: no tags, no repository needed; the service is optional', async t => {
   const w = resolveWatchSettings({ flags: { root: '/srv/x/' }, env: { BOOTSTRAP_PRE_STOP_TIMEOUT: '45' }, agentEnv: { BOOTSTRAP_WATCH_INTERVAL: '2' }, mode: 'aws' })
   t.same(w, {
     root: '/srv/x', service: undefined, serviceUser: 'bootstrap-app', manifestFile: 'bootstrap-agent.json', logLevel: 'info',
-    heartbeatIntervalMs: 0, watchIntervalMs: 2000, preStopTimeoutMs: 45_000, imdsTokenTtlS: 21600,
+    heartbeatIntervalMs: 0, awsTimeoutMs: 60_000, pm2TimeoutMs: 120_000, watchIntervalMs: 2000, preStopTimeoutMs: 45_000, imdsTokenTtlS: 21600,
   })
   t.ok(Object.isFrozen(w))
   t.equal(resolveWatchSettings({ flags: { service: 'api' }, env: {}, agentEnv: {}, mode: 'aws' }).service, 'api')

@@ -102,6 +102,7 @@ export const watchCommand = async (o: WatchOptions): Promise<number> => {
         // IMDS says Terminated: discovery waits (30 s at most) for Auto Scaling to agree
         ...(awaitTransition ? { lifecycleState: 'Terminated' } : {}),
         ...(s.heartbeatIntervalMs > 0 ? { heartbeatMs: s.heartbeatIntervalMs } : {}),
+        retry: { totalMs: s.awsTimeoutMs },
         log,
       }),
       async startRun(reason) {
