@@ -73,7 +73,7 @@ t.test('parameter guards: hostile values are refused, real ones pass', async t =
 })
 
 t.test('the script: shellcheck clean and valid bash, with and without parameters', async t => {
-  for (const params of [{}, { branch: 'release/1.2', dryRun: 'true', logLevel: 'debug' }]) {
+  for (const params of [{}, { branch: 'release/1.2', dryRun: 'true', logLevel: 'debug' }] as Record<string, string>[]) {
     const script = render(params)
     const sc = spawnSync('shellcheck', ['--shell=bash', '-'], { input: script, encoding: 'utf8' })
     t.equal(sc.status, 0, `shellcheck ${JSON.stringify(params)}:\n${sc.stdout}${sc.stderr}`)

@@ -64,6 +64,9 @@ const noParameters: ParametersApi = {
   async getParametersByPath() {
     throw new Error('not in this test')
   },
+  async getParameter() {
+    throw new Error('not in this test')
+  },
   async describeParameters() {
     throw new Error('not in this test')
   },
@@ -184,6 +187,9 @@ t.test('getParametersByPath: recursive, decrypted, every page', async t => {
       const next = start + 10 < all.length ? String(start + 10) : undefined
       return { Parameters: all.slice(start, start + 10), ...(next ? { NextToken: next } : {}) }
     },
+    async getParameter() {
+      throw new Error('unused')
+    },
     async describeParameters() {
       throw new Error('unused')
     },
@@ -202,6 +208,9 @@ t.test('a denied parameter path is AWS_ACCESS_DENIED naming ssm:GetParametersByP
     async getParametersByPath() {
       throw sdkError('AccessDeniedException', 400, 'User is not authorized to perform: ssm:GetParametersByPath')
     },
+    async getParameter() {
+      throw new Error('unused')
+    },
     async describeParameters() {
       throw new Error('unused')
     },
@@ -218,6 +227,9 @@ t.test('dry run: parameter names by DescribeParameters and secret existence by D
   const params: ParametersApi = {
     async getParametersByPath() {
       throw new Error('a dry run must not read values')
+    },
+    async getParameter() {
+      throw new Error('unused')
     },
     async describeParameters(input) {
       inputs.push(input)

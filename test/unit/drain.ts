@@ -24,7 +24,7 @@ const silent = () => pino({ level: 'debug' }, new Writable({ write: (_c, _e, don
 const makeRoot = (o: { preStop?: string[]; deployed?: boolean } = {}) => {
   const root = mkdtempSync(join(tmpdir(), 'drain-'))
   t.teardown(() => rmSync(root, { recursive: true, force: true }))
-  if (o.deployed === false) return root
+  if (o.deployed === false) return { root, release: '' }
   mkdirSync(join(root, 'var/lib/bootstrap-agent/home/.pm2'), { recursive: true })
   writeFileSync(join(root, 'var/lib/bootstrap-agent/state.json'), JSON.stringify({ service: 'api' }))
   writeFileSync(join(root, 'var/lib/bootstrap-agent/home/.pm2/pm2.pid'), '4242\n')
@@ -68,6 +68,7 @@ const fakes = (o: { preStop?: Partial<RunResult>; procs?: Pm2Process[]; holder?:
     start: async () => void f.pm2Calls.push('start'),
     reload: async () => void f.pm2Calls.push('reload'),
     delete: async () => void f.pm2Calls.push('delete'),
+    ensureDaemon: async () => void f.pm2Calls.push('ensureDaemon'),
     save: async () => void f.pm2Calls.push('save'),
     kill: async () => void f.pm2Calls.push('kill'),
     stop: async name => void f.pm2Calls.push(`stop ${name}`),
@@ -142,7 +143,7 @@ t.test('preStop failing or timing out: recorded (secret masked), the service is 
 
 t.test('nothing deployed, no preStop, PM2 not running, app stopped already: skipped with the reason', async t => {
   const empty = makeRoot({ deployed: false })
-  const r = await drain(typeof empty === 'string' ? empty : empty.root, fakes())
+  const r = await drain(empty.root, fakes())
   t.same(r.record.steps.map(s => [s.name, s.status]), [['stop-run', 'skipped'], ['pre-stop', 'skipped'], ['stop', 'skipped'], ['flush-logs', 'ok']])
   t.match(r.step('pre-stop')?.detail, /^nothing deployed under /)
   const { root } = makeRoot()

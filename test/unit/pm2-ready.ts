@@ -24,7 +24,7 @@ const fakePm2 = (fail?: Error) => {
   let release: () => void = () => undefined
   const gate = new Promise<void>(resolve => (release = resolve))
   const pm2: Pm2 = {
-    list: unused('list'), start: unused('start'), reload: unused('reload'), delete: unused('delete'), save: unused('save'), kill: unused('kill'),
+    list: unused('list'), start: unused('start'), reload: unused('reload'), delete: unused('delete'), save: unused('save'), kill: unused('kill'), stop: unused('stop'),
     async ensureDaemon() {
       calls.ensureDaemon++
       await gate

@@ -65,7 +65,7 @@ const context = async (t: Test, exec: Exec, pm2: Pm2, previousLock: string) => {
 const pm2Fake = () => {
   const calls = { ensureDaemon: 0 }
   const pm2: Pm2 = {
-    list: unused('list'), start: unused('start'), reload: unused('reload'), delete: unused('delete'), save: unused('save'), kill: unused('kill'),
+    list: unused('list'), start: unused('start'), reload: unused('reload'), delete: unused('delete'), save: unused('save'), kill: unused('kill'), stop: unused('stop'),
     async ensureDaemon() {
       calls.ensureDaemon++
     },
