@@ -137,6 +137,23 @@ t.test('a release failing its health check is rolled back; the old one keeps ser
   noLeaks(t, r)
 })
 
+t.test('a failing release that moved its port is rolled back onto the previous release\'s own PM2 definition', async t => {
+  const releaseBefore = current()
+  const ecosystem = join(serviceDir, 'ecosystem.json')
+  const ecoBefore = readFileSync(ecosystem, 'utf8')
+  const port2 = await freePort()
+  await repo.commit('stage', appFiles({ port: port2, greeting: 'moved', crash: true }))
+  const r = await runCli([...args, '--health-timeout', '6'])
+  t.equal(r.code, 1)
+  t.equal(current(), releaseBefore)
+  t.equal(readFileSync(ecosystem, 'utf8'), ecoBefore, 'the ecosystem file is the previous release\'s again (PORT and all)')
+  t.equal((await getJson(url))['greeting'], 'stage v2', 'the previous release serves on its own port')
+  t.match(phase('rollback'), { status: 'ok', detail: /on its own PM2 definition, healthy/ })
+  const dump = JSON.parse(readFileSync(join(root, 'var/lib/bootstrap-agent/home/.pm2/dump.pm2'), 'utf8')) as { name: string; env?: Record<string, string> }[]
+  t.equal(dump.find(a => a.name === 'app')?.env?.['PORT'], String(port), 'PM2 resurrects it on its own port too')
+  noLeaks(t, r)
+})
+
 t.test('a bad manifest is exit 2 and changes nothing', async t => {
   const releaseBefore = current()
   await repo.commit('stage', {

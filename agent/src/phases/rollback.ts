@@ -1,16 +1,32 @@
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { writeFileAtomic } from '../atomic-write.js'
-import type { AgentError } from '../errors.js'
+import { messageOf, type AgentError } from '../errors.js'
 import { waitHealthy } from '../health.js'
 import { listReleases, readReleaseMeta, removeRelease, switchCurrent } from '../releases.js'
 import type { PhaseResult } from '../runner.js'
-import type { RunContext } from '../run-context.js'
+import { loadServiceSpec, type ServiceSpec } from '../manifest.js'
+import { need, type RunContext } from '../run-context.js'
+import { ecosystemFor } from './start.js'
 
 /**
  * After a failure past `switch`: put back what was live (the previous release and env file) and
  * reload it; with nothing to go back to, stop the app so a broken release is not left serving.
  * Before `switch` nothing live changed, so there is nothing to do.
  */
+/** The manifest of the release being restored; should it no longer load (an agent upgrade that
+ * tightened the schema), the failed release's spec is the best left. */
+const restoredSpec = async (ctx: RunContext, dir: string): Promise<ServiceSpec> => {
+  const s = need(ctx.settings, 'settings')
+  const spec = need(ctx.spec, 'spec')
+  try {
+    return await loadServiceSpec(dir, s.manifestFile, s.service)
+  } catch (e) {
+    ctx.log.warn({ release: dir, error: messageOf(e) }, 'the restored release manifest does not load; keeping the current PM2 definition')
+    return spec
+  }
+}
+
 export const rollback = async (ctx: RunContext, _err: AgentError): Promise<PhaseResult> => {
   const sw = ctx.switched
   const p = ctx.paths
@@ -53,13 +69,23 @@ export const rollback = async (ctx: RunContext, _err: AgentError): Promise<Phase
   }
   if (sw.release && previous) await switchCurrent(p.serviceDir, previous)
   ctx.rolledBack = true
+  // the restored release's own PM2 definition and health check: the failed one may have moved
+  // its port, start command or health URL, and reloading its definition would run the old code
+  // on the new settings (and check the wrong URL)
+  const restored = sw.release && previous ? await restoredSpec(ctx, join(p.releasesDir, previous)) : spec
+  const eco = ecosystemFor(restored, p)
+  const written = await readFile(p.ecosystem, 'utf8').catch(() => undefined)
+  const definitionChanged = written !== eco
+  if (definitionChanged) await writeFileAtomic(p.ecosystem, eco, { mode: 0o644 })
   if (ctx.started) {
-    await pm2.reload(p.ecosystem)
+    if (definitionChanged) await pm2.start(p.ecosystem, restored.name, true)
+    else await pm2.reload(p.ecosystem)
     await pm2.save()
     await waitHealthy({
-      app: spec.name, health: spec.health, timeoutMs: s.healthTimeoutMs, stableMs: s.stableWindowMs, pm2,
-      logFiles: [join(p.appLogDir, `${spec.name}-error.log`)], scrub: t => ctx.scrubber.scrub(t),
+      app: restored.name, health: restored.health, timeoutMs: s.healthTimeoutMs, stableMs: s.stableWindowMs, pm2,
+      logFiles: [join(p.appLogDir, `${restored.name}-error.log`)], scrub: t => ctx.scrubber.scrub(t),
     })
   }
-  return { detail: `back on ${previous ?? 'the previous env file'}${ctx.started ? ', healthy' : ''}` }
+  const how = definitionChanged ? ' on its own PM2 definition' : ''
+  return { detail: `back on ${previous ?? 'the previous env file'}${how}${ctx.started ? ', healthy' : ''}` }
 }

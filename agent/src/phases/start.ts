@@ -5,6 +5,8 @@ import { errnoCode } from '../errors.js'
 import { agentFile } from '../agent-files.js'
 import { dumpHolds } from '../pm2.js'
 import { preparePm2 } from '../pm2-ready.js'
+import type { ServiceSpec } from '../manifest.js'
+import type { Paths } from '../paths.js'
 import type { Phase } from '../runner.js'
 import { need, type RunContext } from '../run-context.js'
 import { WARM_POOL_DETAIL } from '../warm-pool.js'
@@ -18,6 +20,14 @@ import { WARM_POOL_DETAIL } from '../warm-pool.js'
  * daemon is put under its own unit, bootstrap-pm2.service, which also resurrects the saved apps
  * at boot (pm2-startup.ts; on an instance only).
  */
+/** The ecosystem file's text for a service spec on this instance (rollback writes the restored
+ * release's back with it). */
+export const ecosystemFor = (spec: ServiceSpec, p: Pick<Paths, 'current' | 'envFile' | 'appLogDir'>): string =>
+  `${JSON.stringify(buildEcosystem({
+    spec, current: p.current, envFile: p.envFile, appLogDir: p.appLogDir,
+    preload: agentFile('env-preload.js'), wrapper: agentFile('run-with-env.js'), npmBin: 'npm',
+  }), null, 2)}\n`
+
 export const start: Phase<RunContext> = {
   name: 'start',
   async run(ctx) {
@@ -31,10 +41,7 @@ export const start: Phase<RunContext> = {
     const early = ctx.pm2Ready !== undefined
     const resurrection = await preparePm2(ctx)
     const also = `${resurrection ? `; ${resurrection}` : ''}${early ? '; PM2 made ready during install' : ''}`
-    const eco = `${JSON.stringify(buildEcosystem({
-      spec, current: p.current, envFile: p.envFile, appLogDir: p.appLogDir,
-      preload: agentFile('env-preload.js'), wrapper: agentFile('run-with-env.js'), npmBin: 'npm',
-    }), null, 2)}\n`
+    const eco = ecosystemFor(spec, p)
     let previous: string | undefined
     try {
       previous = await readFile(p.ecosystem, 'utf8')
