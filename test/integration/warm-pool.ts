@@ -170,6 +170,9 @@ const serviceUid = Number(spawnSync('id', ['-u', 'bootstrap-app'], { encoding: '
 /** The warm-pool boot of a new instance, with every check of "prepared, nothing started". */
 const warmPrepare = async (t: Test, root: string): Promise<string> => {
   launchIntoPool()
+  const plan = await runCli(['plan', '--root', root, '--json'], ENV)
+  exits(t, plan, 0)
+  t.match((JSON.parse(plan.stdout) as { action: string }).action, /; warm pool \(Warmed:Stopped\): prepare only, start nothing$/, 'plan says the run only prepares')
   const before = proxy.calls.length
   const r = await run(root)
   exits(t, r, 0)

@@ -15,6 +15,7 @@ import { PHASE_NAMES } from '../pipeline.js'
 import { readCurrent, readReleaseMeta } from '../releases.js'
 import type { Seams } from '../run-context.js'
 import { resolveWithAgentConfig } from '../resolve-settings.js'
+import { warmPoolTarget } from '../warm-pool.js'
 import type { SettingsInput } from '../settings.js'
 import { parameterKey, secretIdsToFetch } from '../secrets-source.js'
 
@@ -69,11 +70,13 @@ export const makePlan = async (input: Omit<SettingsInput, 'tags'>, seams: Seams)
   }
   const live = await readCurrent(p.serviceDir)
   const liveMeta = live ? await readReleaseMeta(join(p.releasesDir, live)) : undefined
-  const action = !commit
+  const deploy = !commit
     ? 'unknown (commit not resolved)'
     : liveMeta?.commit === commit && liveMeta.good
       ? 'commit already live: refresh secrets if changed, keep the release'
       : `deploy ${commit.slice(0, 12)} as a new release${live ? ` (replacing ${live})` : ''}`
+  const warm = warmPoolTarget(id.lifecycleState)
+  const action = warm ? `${deploy}; warm pool (${warm}): prepare only, start nothing` : deploy
   const eco = spec
     ? buildEcosystem({ spec, current: p.current, envFile: p.envFile, appLogDir: p.appLogDir, preload: agentFile('env-preload.js'), wrapper: agentFile('run-with-env.js'), npmBin: 'npm' })
     : undefined

@@ -44,6 +44,6 @@ export const switchPhase: Phase<RunContext> = {
       ctx.switched.release = true
     }
     const what = [ctx.switched.release && `current -> ${rel.id}`, ctx.switched.env && 'env file replaced'].filter(Boolean)
-    return { detail: what.length ? what.join(', ') : 'unchanged, but an interrupted run never restarted the service on it' }
+    return { detail: what.length ? what.join(', ') : 'unchanged, but the service was never (re)started on it (an interrupted run, or a warm-pool prepare)' }
   },
 }
