@@ -368,19 +368,9 @@ export const effectiveSettings = (s: Settings): Record<string, unknown> => ({ ..
  * deployed (state.json) unless --service / BOOTSTRAP_SERVICE names it. Sources: flags, the
  * environment and agent.env (not the SSM agent configuration parameter: the watch makes no call
  * before a drain, and a drain must not depend on one). */
-export interface WatchSettings {
-  readonly root: string
-  readonly service: string | undefined
-  readonly serviceUser: string
-  readonly manifestFile: string
-  readonly logLevel: string
-  readonly heartbeatIntervalMs: number
-  readonly awsTimeoutMs: number
-  readonly pm2TimeoutMs: number
-  readonly watchIntervalMs: number
-  readonly preStopTimeoutMs: number
-  readonly imdsTokenTtlS: number
-}
+export type WatchSettings = Pick<Settings,
+  'root' | 'manifestFile' | 'logLevel' | 'heartbeatIntervalMs' | 'awsTimeoutMs' | 'pm2TimeoutMs' | 'watchIntervalMs' | 'preStopTimeoutMs' | 'imdsTokenTtlS'
+> & { readonly service: string | undefined; readonly serviceUser: string }
 
 export const resolveWatchSettings = (input: Omit<SettingsInput, 'tags'>): WatchSettings => {
   const get = (name: Option['name']) => pick({ ...input, tags: {} }, option(name))
