@@ -68,7 +68,6 @@ t.test('transient errors are retried, then the call succeeds', async t => {
   const errors = [sdkError('ThrottlingException', 400), netError('ECONNRESET'), sdkError('InternalFailure', 500)]
   let calls = 0
   const retries: { attempt: number; code: string; delayMs: number }[] = []
-  const started = Date.now()
   const r = await withRetry({ service: 'ssm', action: 'GetParametersByPath' }, async () => {
     calls++
     const e = errors.shift()
@@ -83,7 +82,6 @@ t.test('transient errors are retried, then the call succeeds', async t => {
     const ceiling = backoffCeiling(kinds[i.attempt - 1] ?? 'server', i.attempt, 10, 40)
     t.ok(i.delayMs >= 0 && i.delayMs < ceiling, `full jitter below the ceiling (attempt ${i.attempt}: ${i.delayMs} ms < ${ceiling} ms)`)
   }
-  t.ok(Date.now() - started < 1000)
 })
 
 t.test('a permanent error fails at once, as an AgentError with the SDK error as cause', async t => {
@@ -113,14 +111,13 @@ t.test('an AgentError from inside passes through unchanged', async t => {
 
 t.test('retries stop within the total time and report the last code', async t => {
   let calls = 0
-  const started = Date.now()
+  // the call keeps failing: only the 150 ms budget ends the retries (no timed assertion: that
+  // the promise settles at all is the proof, tap's timeout the bound)
   const e = await rejected(() => withRetry({ service: 'autoscaling', action: 'CompleteLifecycleAction', resource: 'asg/hook' }, async () => {
     calls++
     throw sdkError('Throttling', 400, 'Rate exceeded')
   }, { totalMs: 150, baseMs: 20, capMs: 40 }))
-  const took = Date.now() - started
   t.ok(calls > 1, `retried (${calls} calls)`)
-  t.ok(took < 400, `bounded (${took} ms)`)
   t.ok(isAgentError(e))
   if (!isAgentError(e)) return
   t.equal(e.code, 'AWS_THROTTLED')
@@ -163,7 +160,6 @@ t.test('a throttled call waits the throttling ceiling, a server error the plain 
 t.test('the last wait is cut to the time left, for one last attempt, instead of giving up early', async t => {
   let calls = 0
   const retries: { attempt: number; code: string; delayMs: number }[] = []
-  const started = Date.now()
   const e = await atCeiling(t, () => rejected(() => withRetry({ service: 'autoscaling', action: 'CompleteLifecycleAction', resource: 'asg/hook' }, async () => {
     calls++
     throw sdkError('Throttling', 400, 'Rate exceeded')
@@ -172,7 +168,6 @@ t.test('the last wait is cut to the time left, for one last attempt, instead of 
   t.equal(calls, 2, 'one attempt more, at the end of the budget')
   t.equal(retries.length, 1)
   t.ok((retries[0]?.delayMs ?? 0) <= 120, `the wait fits the budget (${retries[0]?.delayMs} ms)`)
-  t.ok(Date.now() - started < 1000, 'no 4 s wait')
   t.ok(isAgentError(e) && e.code === 'AWS_THROTTLED' && /after 2 attempts/.test(e.message), isAgentError(e) ? e.message : String(e))
 })
 
