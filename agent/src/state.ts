@@ -46,16 +46,23 @@ export interface RunState {
   error?: { code: string; message: string; remedy: string; phase?: string }
 }
 
-export const writeState = async (file: string, state: RunState): Promise<void> => {
+/** A status document (state.json, watch.json): replaced atomically, readable by operators (it
+ * holds no secret value: callers scrub it first). */
+export const writeStatusFile = async (file: string, value: unknown): Promise<void> => {
   await mkdir(dirname(file), { recursive: true, mode: 0o755 })
-  await writeFileAtomic(file, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o644 })
+  await writeFileAtomic(file, `${JSON.stringify(value, null, 2)}\n`, { mode: 0o644 })
 }
 
-export const readState = async (file: string): Promise<RunState | undefined> => {
+/** A status document, or undefined when there is none yet. */
+export const readStatusFile = async <T>(file: string): Promise<T | undefined> => {
   try {
-    return JSON.parse(await readFile(file, 'utf8')) as RunState
+    return JSON.parse(await readFile(file, 'utf8')) as T
   } catch (e) {
     if (errnoCode(e) === 'ENOENT') return undefined
     throw e
   }
 }
+
+export const writeState = (file: string, state: RunState): Promise<void> => writeStatusFile(file, state)
+
+export const readState = (file: string): Promise<RunState | undefined> => readStatusFile<RunState>(file)

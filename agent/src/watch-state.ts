@@ -8,11 +8,9 @@
  * `bootId` ties the record to one boot: a drain happens once per instance lifetime, and a
  * spot-stopped instance that is started again is a new lifetime (the old record is replaced).
  */
-import { mkdir, readFile } from 'node:fs/promises'
-import { dirname, join } from 'node:path'
-import { writeFileAtomic } from './atomic-write.js'
-import { errnoCode } from './errors.js'
+import { join } from 'node:path'
 import type { HookOutcome } from './lifecycle-hook.js'
+import { readStatusFile, writeStatusFile } from './state.js'
 
 export type DrainReason = 'terminated' | 'spot-interruption'
 export type DrainStepStatus = 'ok' | 'skipped' | 'failed'
@@ -74,16 +72,6 @@ export const watchStateFilePath = (root: string): string => join(root, 'var/lib/
 /** one watch at a time (two would drain twice) */
 export const watchLockFilePath = (root: string): string => join(root, 'var/lib/bootstrap-agent/watch.lock')
 
-export const writeWatchState = async (file: string, state: WatchState): Promise<void> => {
-  await mkdir(dirname(file), { recursive: true, mode: 0o755 })
-  await writeFileAtomic(file, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o644 })
-}
+export const writeWatchState = (file: string, state: WatchState): Promise<void> => writeStatusFile(file, state)
 
-export const readWatchState = async (file: string): Promise<WatchState | undefined> => {
-  try {
-    return JSON.parse(await readFile(file, 'utf8')) as WatchState
-  } catch (e) {
-    if (errnoCode(e) === 'ENOENT') return undefined
-    throw e
-  }
-}
+export const readWatchState = (file: string): Promise<WatchState | undefined> => readStatusFile<WatchState>(file)
