@@ -82,7 +82,9 @@ if (fs.existsSync(process.env.FAIL_FLAG)) { console.error('pre-stop: the flag fi
 setTimeout(() => {
   const apiKey = process.env.API_KEY === undefined ? null : createHash('sha256').update(process.env.API_KEY).digest('hex')
   fs.appendFileSync(process.env.MARKER, JSON.stringify({ uid: process.getuid(), cwd: process.cwd(), apiKey }) + '\\n')
-  console.log('pre-stop: done')
+  // a careless preStop that prints the secret: the agent log and the watch's output must mask it
+  console.log('pre-stop: done, key ' + process.env.API_KEY)
+  console.error('pre-stop: stderr key ' + process.env.API_KEY)
 }, 2500)
 `
 const files = {
@@ -260,6 +262,10 @@ t.test('Terminated: an in-flight request completes, preStop ran, the app is stop
   const r = await w.stop()
   t.equal(r.code, 0)
   t.same(leaksAfterRun(SECRETS, root, envFile, r), [], 'no secret value in logs, watch.json, PM2, command lines or output')
+  // the preStop's own output (which printed the key) reached the agent log and the watch's output, masked
+  const agentLog = readFileSync(join(root, 'var/log/bootstrap-agent/agent.log'), 'utf8')
+  t.match(agentLog, /pre-stop: done, key (?!key-)/, 'the preStop stdout line is in the agent log, its secret masked')
+  t.match(r.stdout + r.stderr, /pre-stop: stderr key (?!key-)/, 'and its stderr line in the watch output')
   const mineImds = imds.requests.slice(imdsFrom)
   t.ok(mineImds.filter(q => q.method === 'PUT').length >= 2, 'the 3 s IMDSv2 token was renewed')
   t.equal(mineImds.filter(q => q.status === 401).length, 0, 'renewed before it expired: no request was refused')
