@@ -93,7 +93,7 @@ const warmCache = () => {
 
 const serviceUser = () => {
   if (spawnSync('getent', ['passwd', SERVICE_USER], { stdio: 'ignore' }).status === 0) return
-  // the same command as agent/src/service-user.ts
+  // the same command as agent/src/core/service-user.ts
   run('useradd', ['--system', '--user-group', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', SERVICE_USER])
   log(`created service user ${SERVICE_USER}`)
 }

@@ -6,10 +6,10 @@
 //   bootstrap-agent/bin/bootstrap-agent    sh launcher: node ../dist/agent.mjs "$@"
 //   bootstrap-agent/dist/agent.mjs         the entry; with its chunks beside it (dist/*-<hash>.mjs)
 //                                          the agent and every npm dependency but PM2, ESM
-//   bootstrap-agent/dist/env-preload.js    loaded by path into every service (agent-files.ts),
+//   bootstrap-agent/dist/env-preload.js    loaded by path into every service (secrets/agent-files.ts),
 //   bootstrap-agent/dist/run-with-env.js   so separate self-contained entry points beside the bundle
 //   bootstrap-agent/node_modules/pm2/...   PM2 and its production dependencies (PM2 forks its own
-//                                          daemon from its files, so it cannot be bundled); pm2.ts
+//                                          daemon from its files, so it cannot be bundled); pm2/cli.ts
 //                                          finds it with require.resolve from dist/
 //   bootstrap-agent/package.json           version (read by --version), "type": "module"
 //   bootstrap-agent/schema/                the manifest's JSON Schema
@@ -79,7 +79,7 @@ await build({
   outExtension: { '.js': '.mjs' },
   // split at bin.ts's dynamic imports: `--version` and `--help` load a few KB, not the agent's
   // 5 MB (measured: --version 324 -> ~45 ms, 85 -> ~40 MB). The chunks sit beside agent.mjs, not
-  // in a subdirectory: agent-files.ts finds env-preload.js next to the module that asks, and
+  // in a subdirectory: secrets/agent-files.ts finds env-preload.js next to the module that asks, and
   // version.ts reads ../package.json. Names carry a content hash, so the same inputs give the
   // same files (the tarball stays reproducible).
   splitting: true,
@@ -100,7 +100,7 @@ await build({
 })
 await build({
   ...common,
-  entryPoints: [join(repo, 'agent/src/env-preload.ts'), join(repo, 'agent/src/run-with-env.ts')],
+  entryPoints: [join(repo, 'agent/src/secrets/env-preload.ts'), join(repo, 'agent/src/secrets/run-with-env.ts')],
   outdir: join(stage, 'dist'),
 })
 

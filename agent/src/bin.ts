@@ -19,7 +19,7 @@ if (first === '--version' || first === '-v' || first === 'version') {
   process.exit(0)
 }
 if (first === undefined || first === '--help' || first === '-h' || first === 'help') {
-  const { helpFor } = await import('./cli-args.js')
+  const { helpFor } = await import('./config/cli-args.js')
   process.stdout.write(`${helpFor('help')}\n`)
   process.exit(0)
 }

@@ -3,29 +3,25 @@
  * (design.md section 6). The one top-level catch; only bin.ts calls process.exit.
  */
 import { resolve } from 'node:path'
-import { readAgentEnv } from './agent-env.js'
-import { helpFor, parseCli } from './cli-args.js'
+import { readAgentEnv } from './config/agent-env.js'
+import { helpFor, parseCli } from './config/cli-args.js'
+import type { Io } from './commands/io.js'
 import { planCommandOutput } from './commands/plan-output.js'
 import { renderUserDataCommand } from './commands/render-user-data.js'
 import { rolloutCommand } from './commands/rollout.js'
 import { runCommand } from './commands/run.js'
 import { statusCommand } from './commands/status.js'
 import { watchCommand } from './commands/watch.js'
-import { ExitCode, toAgentError } from './errors.js'
-import { createAwsSeams } from './aws-seams.js'
-import { parseTagFlags } from './identity.js'
-import { createLocalSeams } from './local-seams.js'
-import type { Logger } from './logger.js'
-import { MANIFEST_SCHEMA } from './manifest-schema.js'
-import { agentEnvPath } from './paths.js'
-import type { Seams } from './run-context.js'
-import type { Mode, SettingsInput } from './settings.js'
+import { ExitCode, toAgentError } from './core/errors.js'
+import { createAwsSeams } from './aws/seams.js'
+import { parseTagFlags } from './seams/identity.js'
+import { createLocalSeams } from './seams/local.js'
+import type { Logger } from './core/logger.js'
+import { MANIFEST_SCHEMA } from './config/manifest-schema.js'
+import { agentEnvPath } from './core/paths.js'
+import type { Seams } from './run/context.js'
+import type { Mode, SettingsInput } from './config/settings.js'
 import { VERSION } from './version.js'
-
-export interface Io {
-  stdout: NodeJS.WriteStream
-  stderr: NodeJS.WriteStream
-}
 
 const seamsFor = (mode: Mode, tags: Record<string, string>) => (log: Logger): Seams =>
   mode === 'local' ? createLocalSeams(tags, log) : createAwsSeams(tags, log)

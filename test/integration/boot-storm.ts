@@ -10,7 +10,7 @@ import { AutoScalingClient, DescribeAutoScalingInstancesCommand } from '@aws-sdk
 import { DescribeTagsCommand, EC2Client } from '@aws-sdk/client-ec2'
 import { BatchGetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
 import { GetParametersByPathCommand, SSMClient } from '@aws-sdk/client-ssm'
-import { classifyAwsError } from '../../agent/src/aws-retry.js'
+import { classifyAwsError } from '../../agent/src/aws/retry.js'
 import { startThrottleProxy, type BucketSpec } from '../helpers/throttle-proxy.js'
 import { rejected } from '../helpers/thrown.js'
 import { startFleet } from '../storm/fleet.js'

@@ -9,8 +9,8 @@ import { lstat, readdir, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { isAgentError, type AgentError } from '../../agent/src/errors.js'
-import { createGit, type GitCredential, type GitOptions } from '../../agent/src/git.js'
+import { isAgentError, type AgentError } from '../../agent/src/core/errors.js'
+import { createGit, type GitCredential, type GitOptions } from '../../agent/src/git/client.js'
 import { createFixtureRepo } from '../helpers/fixture-repo.js'
 import { findLeaks } from '../helpers/leak-scan.js'
 import { sandboxDir } from '../helpers/sandbox.js'
@@ -62,7 +62,7 @@ const ensureServiceUser = () => {
   try {
     execFileSync('id', ['-u', serviceUser], { stdio: 'ignore' })
   } catch {
-    // the agent's own useradd (service-user.ts); exit 9: created meanwhile by another test
+    // the agent's own useradd (core/service-user.ts); exit 9: created meanwhile by another test
     try {
       execFileSync('useradd', ['--system', '--user-group', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', serviceUser], { stdio: 'pipe' })
     } catch (e: unknown) {
@@ -94,7 +94,7 @@ const logLines = (since: number, re: RegExp) =>
     .split('\n')
     .filter((l) => re.test(l))
 
-/** The agent's session dirs (git-auth.ts) in os.tmpdir(); other test files make them too. */
+/** The agent's session dirs (git/auth.ts) in os.tmpdir(); other test files make them too. */
 const sessionDirs = async (): Promise<string[]> =>
   (await readdir(tmpdir())).filter((f) => f.startsWith('bootstrap-git-')).map((f) => join(tmpdir(), f))
 

@@ -44,7 +44,7 @@ t.test('layout: one bundle, the files loaded by path beside it, PM2 with its dep
   const lock = JSON.parse(readFileSync(join(REPO, 'package-lock.json'), 'utf8'))
   t.equal(JSON.parse(readFileSync(join(agentDir, 'node_modules/pm2/package.json'), 'utf8')).version, lock.packages['node_modules/pm2'].version, 'the PM2 the tests run against')
   for (const bundled of ['@aws-sdk', 'pino', 'simple-git', 'execa', 'ajv']) t.notOk(existsSync(join(agentDir, 'node_modules', bundled)), `${bundled} is in the bundle, not beside it`)
-  // the bundle finds PM2 the way pm2.ts does, from its own location
+  // the bundle finds PM2 the way pm2/cli.ts does, from its own location
   t.equal(createRequire(join(agentDir, 'dist/agent.mjs')).resolve('pm2/package.json'), join(agentDir, 'node_modules/pm2/package.json'))
 })
 

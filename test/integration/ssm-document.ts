@@ -10,7 +10,7 @@ import { spawn, spawnSync } from 'node:child_process'
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { SSM_BRANCH_PATTERN } from '../../agent/src/commands/rollout.js'
-import { parseResultLine } from '../../agent/src/rollout.js'
+import { parseResultLine } from '../../agent/src/operator/rollout.js'
 import { createFixtureRepo } from '../helpers/fixture-repo.js'
 import { appFiles, BIN, freePort, getJson, removeSandbox, REPO, sandboxDir, writeSecrets } from '../helpers/sandbox.js'
 

@@ -7,15 +7,15 @@
  */
 import { Writable } from 'node:stream'
 import pino from 'pino'
-import { createAwsIdentity, createImds } from '../../agent/src/aws-identity.js'
-import { createAwsSeams } from '../../agent/src/aws-seams.js'
-import { REDACT_PATHS } from '../../agent/src/logger.js'
-import { parseManifest, resolveServiceSpec } from '../../agent/src/manifest.js'
-import { RUN_PHASES } from '../../agent/src/pipeline.js'
-import { createScrubber } from '../../agent/src/redact.js'
-import { runPhases } from '../../agent/src/runner.js'
-import type { RunContext } from '../../agent/src/run-context.js'
-import type { RunState } from '../../agent/src/state.js'
+import { createAwsIdentity, createImds } from '../../agent/src/aws/identity.js'
+import { createAwsSeams } from '../../agent/src/aws/seams.js'
+import { REDACT_PATHS } from '../../agent/src/core/logger.js'
+import { parseManifest, resolveServiceSpec } from '../../agent/src/config/manifest.js'
+import { RUN_PHASES } from '../../agent/src/run/pipeline.js'
+import { createScrubber } from '../../agent/src/secrets/redact.js'
+import { runPhases } from '../../agent/src/run/runner.js'
+import type { RunContext } from '../../agent/src/run/context.js'
+import type { RunState } from '../../agent/src/run/state.js'
 import { findLeaks } from '../helpers/leak-scan.js'
 
 /** The phases a booting instance runs before its long ones (fetch, install, ...). */
@@ -61,7 +61,7 @@ const countRetries = (lines: string[]) => {
   const retryCodes: Record<string, number> = {}
   for (const line of lines) {
     const entry = JSON.parse(line) as { aws?: string; code?: string; msg?: string }
-    // the line aws-secrets.ts and aws-lifecycle-hook.ts log before each wait
+    // the line aws/secrets.ts and aws/lifecycle-hook.ts log before each wait
     if (entry.aws === undefined || !/; retrying$/.test(entry.msg ?? '')) continue
     retries[entry.aws] = (retries[entry.aws] ?? 0) + 1
     retryCodes[entry.code ?? '?'] = (retryCodes[entry.code ?? '?'] ?? 0) + 1

@@ -1,7 +1,7 @@
 /**
  * A fleet booting at once, in one process: N simulated instances (test/storm/boot-instance.ts),
  * each with its own IMDSv2 server (own instance id, token and tags), its own agent seams and SDK
- * clients, running the agent's real phases through its real retry code (agent/src/aws-retry.ts)
+ * clients, running the agent's real phases through its real retry code (agent/src/aws/retry.ts)
  * against the throttle proxy (AWS's per-action rates and throttling errors), then the lifecycle
  * proxy (CompleteLifecycleAction), then moto.
  *

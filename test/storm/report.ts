@@ -4,7 +4,7 @@
  * into docs/reliability.md. Percentiles are nearest-rank over the instances.
  */
 import { cpus } from 'node:os'
-import { classifyAwsError } from '../../agent/src/aws-retry.js'
+import { classifyAwsError } from '../../agent/src/aws/retry.js'
 import type { BucketSpec } from '../helpers/throttle-proxy.js'
 import { describeRates } from './aws-rates.js'
 import type { FleetRun } from './fleet.js'

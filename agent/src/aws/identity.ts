@@ -11,10 +11,10 @@
  */
 import type { DescribeTagsRequest, DescribeTagsResult } from '@aws-sdk/client-ec2'
 import { MetadataService } from '@aws-sdk/ec2-metadata-service'
-import { awsError, classifyAwsError, sdkClientConfig, withRetry } from './aws-retry.js'
-import { AgentError, ExitCode, isAgentError } from './errors.js'
-import type { Identity, InstanceIdentity } from './identity.js'
-import type { Logger } from './logger.js'
+import { awsError, classifyAwsError, sdkClientConfig, withRetry } from './retry.js'
+import { AgentError, ExitCode, isAgentError } from '../core/errors.js'
+import type { Identity, InstanceIdentity } from '../seams/identity.js'
+import type { Logger } from '../core/logger.js'
 
 /** The subset of IMDSv2 we use: a GET under /latest/meta-data/; 404 is a value (undefined). */
 export interface Imds {

@@ -1,6 +1,6 @@
 /**
  * An IMDSv2 session for a long-running process (`watch`): one token, reused until shortly before
- * it expires, then renewed. Implements the same `Imds` seam as aws-identity.ts.
+ * it expires, then renewed. Implements the same `Imds` seam as aws/identity.ts.
  *
  * Why not @aws-sdk/ec2-metadata-service here (as `run` uses): it fetches a new token for every
  * request, and after one timeout or 403/404/405 on the token PUT it stops fetching tokens for
@@ -11,8 +11,8 @@
  * IMDSv1 is impossible: no metadata request is ever sent without a token.
  */
 import { request } from 'node:http'
-import type { Imds } from './aws-identity.js'
-import { AgentError } from './errors.js'
+import type { Imds } from './identity.js'
+import { AgentError } from '../core/errors.js'
 
 export interface ImdsSessionOptions {
   /** default: AWS_EC2_METADATA_SERVICE_ENDPOINT, else http://169.254.169.254 */

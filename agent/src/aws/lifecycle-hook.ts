@@ -19,10 +19,10 @@ import {
   type AutoScalingInstancesType, type CompleteLifecycleActionType, type DescribeAutoScalingInstancesType,
   type DescribeLifecycleHooksAnswer, type DescribeLifecycleHooksType, type RecordLifecycleActionHeartbeatType,
 } from '@aws-sdk/client-auto-scaling'
-import { classifyAwsError, sdkClientConfig, withRetry, type AwsCall, type RetryOptions } from './aws-retry.js'
-import { messageOf } from './errors.js'
-import type { HookOutcome, HookResult, LifecycleHook } from './lifecycle-hook.js'
-import type { Logger } from './logger.js'
+import { classifyAwsError, sdkClientConfig, withRetry, type AwsCall, type RetryOptions } from './retry.js'
+import { messageOf } from '../core/errors.js'
+import type { HookOutcome, HookResult, LifecycleHook } from '../seams/lifecycle-hook.js'
+import type { Logger } from '../core/logger.js'
 
 /** The subset of the Auto Scaling API we use. */
 export interface AutoScalingApi {

@@ -9,7 +9,7 @@
  * Messages carry AWS's own error message (it names ARNs, roles and policies, never values we did
  * not send) and we only ever send names, paths and ids: no secret value can reach them.
  */
-import { AgentError, isAgentError } from './errors.js'
+import { AgentError, isAgentError } from '../core/errors.js'
 
 export type AwsErrorKind =
   | 'throttled'

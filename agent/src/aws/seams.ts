@@ -5,15 +5,15 @@
  * (AWS_REGION, AWS_ENDPOINT_URL[_<SERVICE>], AWS_EC2_METADATA_SERVICE_ENDPOINT, the standard
  * credential chain), so tests and VPC endpoints need no flag of ours.
  */
-import { createAwsIdentity } from './aws-identity.js'
-import { createAwsLifecycleHook } from './aws-lifecycle-hook.js'
-import { createAwsSecretsSource } from './aws-secrets.js'
-import { ConfigError } from './errors.js'
-import type { Identity } from './identity.js'
-import { createLocalSeams } from './local-seams.js'
-import type { Logger } from './logger.js'
-import type { Seams } from './run-context.js'
-import type { SecretsSource } from './secrets-source.js'
+import { createAwsIdentity } from './identity.js'
+import { createAwsLifecycleHook } from './lifecycle-hook.js'
+import { createAwsSecretsSource } from './secrets.js'
+import { ConfigError } from '../core/errors.js'
+import type { Identity } from '../seams/identity.js'
+import { createLocalSeams } from '../seams/local.js'
+import type { Logger } from '../core/logger.js'
+import type { Seams } from '../run/context.js'
+import type { SecretsSource } from '../secrets/source.js'
 
 export interface AwsSeamsOptions {
   /** replaces IMDSv2 (tests, or a caller that identified the instance already) */

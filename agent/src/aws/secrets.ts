@@ -1,7 +1,7 @@
 /**
  * SecretsSource on AWS: Secrets Manager and SSM Parameter Store behind two narrow interfaces
  * (`SecretsApi`, `ParametersApi`: only the calls we make). This file only fetches; the merge
- * rules live in secrets-source.ts. No secret value ever reaches an error, a log line or a
+ * rules live in secrets/source.ts. No secret value ever reaches an error, a log line or a
  * request parameter: messages name secret ids and parameter paths only.
  *
  * Secrets: BatchGetSecretValue (20 ids a call), falling back to one GetSecretValue per id when
@@ -18,10 +18,10 @@ import {
   type DescribeParametersRequest, type DescribeParametersResult, type GetParameterRequest, type GetParameterResult,
   type GetParametersByPathRequest, type GetParametersByPathResult,
 } from '@aws-sdk/client-ssm'
-import { awsError, classifyAwsError, sdkClientConfig, withRetry, type AwsCall, type RetryOptions } from './aws-retry.js'
-import { AgentError, isAgentError } from './errors.js'
-import type { Logger } from './logger.js'
-import type { Parameter, SecretPayload, SecretsSource } from './secrets-source.js'
+import { awsError, classifyAwsError, sdkClientConfig, withRetry, type AwsCall, type RetryOptions } from './retry.js'
+import { AgentError, isAgentError } from '../core/errors.js'
+import type { Logger } from '../core/logger.js'
+import type { Parameter, SecretPayload, SecretsSource } from '../secrets/source.js'
 
 /** The subset of the Secrets Manager API we use. */
 export interface SecretsApi {

@@ -1,13 +1,13 @@
 /**
  * The AWS surface of `bootstrap-agent rollout` (an operator's command, not the instance's): EC2
  * to find the instances by tag, SSM Run Command to send them the re-bootstrap document and read
- * each result. Two narrow interfaces of just the calls we make, so rollout.ts is tested against
+ * each result. Two narrow interfaces of just the calls we make, so operator/rollout.ts is tested against
  * fakes; the SDK client modules are loaded on first use, so no other command pays for them.
- * Retries live in rollout.ts (withRetry), not in the SDK (`sdkClientConfig`: maxAttempts 1).
+ * Retries live in operator/rollout.ts (withRetry), not in the SDK (`sdkClientConfig`: maxAttempts 1).
  */
 import type { DescribeInstancesRequest, DescribeInstancesResult } from '@aws-sdk/client-ec2'
 import type { GetCommandInvocationRequest, GetCommandInvocationResult, SendCommandRequest, SendCommandResult } from '@aws-sdk/client-ssm'
-import { sdkClientConfig } from './aws-retry.js'
+import { sdkClientConfig } from './retry.js'
 
 /** The subset of the EC2 API we use. */
 export interface Ec2InstancesApi {

@@ -1,9 +1,9 @@
 /** Prints the plan: JSON with --json or off a TTY, a table otherwise. Progress goes to stderr. */
-import { createLogger, type Logger } from '../logger.js'
-import { createScrubber } from '../redact.js'
-import type { Seams } from '../run-context.js'
-import type { SettingsInput } from '../settings.js'
-import type { Io } from '../main.js'
+import { createLogger, type Logger } from '../core/logger.js'
+import { createScrubber } from '../secrets/redact.js'
+import type { Seams } from '../run/context.js'
+import type { SettingsInput } from '../config/settings.js'
+import type { Io } from './io.js'
 import { formatPlan, makePlan } from './plan.js'
 
 export const planCommandOutput = async (

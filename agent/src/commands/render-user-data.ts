@@ -2,16 +2,16 @@
  * `bootstrap-agent render-user-data --template NAME --param key=value ... [--out FILE]
  * [--unit-file FILE] [--watch-unit-file FILE]`: reads user-data/templates/NAME.sh.tpl and the
  * systemd units it embeds,
- * renders them (user-data.ts) and writes the script to FILE or stdout, with its size on stderr.
+ * renders them (operator/user-data.ts) and writes the script to FILE or stdout, with its size on stderr.
  */
 import { existsSync } from 'node:fs'
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { ConfigError, errnoCode, ExitCode, messageOf } from '../errors.js'
-import { quote } from '../names.js'
-import { parseParamFlags, renderUserData, USER_DATA_MAX_BYTES } from '../user-data.js'
+import { ConfigError, errnoCode, ExitCode, messageOf } from '../core/errors.js'
+import { quote } from '../config/names.js'
+import { parseParamFlags, renderUserData, USER_DATA_MAX_BYTES } from '../operator/user-data.js'
 
 export interface RenderIo {
   stdout: NodeJS.WritableStream

@@ -1,19 +1,19 @@
 /**
  * `bootstrap-agent rollout`: an operator's command (laptop or CI runner with AWS credentials, not
  * an instance). Validates every input before any AWS call (exit 2), finds the instances, runs the
- * rollout (rollout.ts) and prints one row per instance: a table on a TTY, JSON lines otherwise.
+ * rollout (operator/rollout.ts) and prints one row per instance: a table on a TTY, JSON lines otherwise.
  * Exit 0 when every instance was sent to and the failures stayed within --max-errors, else 1.
  */
-import { createEc2InstancesApi, createSsmCommandsApi } from '../aws-ssm-commands.js'
-import { forbidImdsV1 } from '../aws-seams.js'
-import type { ParsedArgs } from '../cli-args.js'
-import { ConfigError, ExitCode } from '../errors.js'
-import type { Io } from '../main.js'
-import { checkBranchName, checkEnvironmentName, checkServiceName, quote } from '../names.js'
+import { createEc2InstancesApi, createSsmCommandsApi } from '../aws/ssm-commands.js'
+import { forbidImdsV1 } from '../aws/seams.js'
+import type { ParsedArgs } from '../config/cli-args.js'
+import { ConfigError, ExitCode } from '../core/errors.js'
+import type { Io } from './io.js'
+import { checkBranchName, checkEnvironmentName, checkServiceName, quote } from '../config/names.js'
 import {
   DEFAULT_DOCUMENT, findTargets, formatRolloutTable, runRollout,
   type Limit, type RolloutDeps, type RolloutOptions,
-} from '../rollout.js'
+} from '../operator/rollout.js'
 
 /** the flags rollout reads; any other flag of the shared parser is refused, not ignored */
 const ACCEPTED = new Set([

@@ -4,19 +4,19 @@
  */
 import { randomUUID } from 'node:crypto'
 import { basename, dirname } from 'node:path'
-import { removeStaleTemps } from '../atomic-write.js'
-import { ExitCode, type AgentError } from '../errors.js'
-import { acquireLock } from '../lock.js'
-import { createLogger } from '../logger.js'
-import { lockFilePath, stateFilePath } from '../paths.js'
-import { AFTER_SUCCESS, RUN_PHASES } from '../pipeline.js'
-import { rollback } from '../phases/rollback.js'
-import { createScrubber } from '../redact.js'
-import { runPhases } from '../runner.js'
-import type { RunContext, Seams } from '../run-context.js'
-import type { SettingsInput } from '../settings.js'
-import { writeState, type RunState } from '../state.js'
-import type { Logger } from '../logger.js'
+import { removeStaleTemps } from '../core/atomic-write.js'
+import { ExitCode, type AgentError } from '../core/errors.js'
+import { acquireLock } from '../run/lock.js'
+import { createLogger } from '../core/logger.js'
+import { lockFilePath, stateFilePath } from '../core/paths.js'
+import { AFTER_SUCCESS, RUN_PHASES } from '../run/pipeline.js'
+import { rollback } from '../run/phases/rollback.js'
+import { createScrubber } from '../secrets/redact.js'
+import { runPhases } from '../run/runner.js'
+import type { RunContext, Seams } from '../run/context.js'
+import type { SettingsInput } from '../config/settings.js'
+import { writeState, type RunState } from '../run/state.js'
+import type { Logger } from '../core/logger.js'
 import { printSummary } from './summary.js'
 
 export interface RunOptions {
@@ -73,7 +73,7 @@ export const runCommand = async (o: RunOptions): Promise<number> => {
         return r === 'completed' ? { detail: `${ok ? 'CONTINUE' : 'ABANDON'} sent (${c.hook.description})` } : { status: 'skipped', detail: `${r} (${c.hook.description})` }
       },
     })
-    // begun in the background during install (pm2-ready.ts): a run that failed before `start`
+    // begun in the background during install (pm2/ready.ts): a run that failed before `start`
     // lets it finish rather than exit under a half-spawned daemon; its error was start's to report
     await ctx.pm2Ready?.catch(() => undefined)
     if (!failure) {

@@ -1,9 +1,9 @@
 /** `bootstrap-agent status`: the last run, whether a run is in progress or was interrupted, and
  * what `watch` sees and did (watch.json). */
-import { readLockHolder } from '../lock.js'
-import { lockFilePath, stateFilePath } from '../paths.js'
-import { readState } from '../state.js'
-import { readWatchState, watchLockFilePath, watchStateFilePath } from '../watch-state.js'
+import { readLockHolder } from '../run/lock.js'
+import { lockFilePath, stateFilePath } from '../core/paths.js'
+import { readState } from '../run/state.js'
+import { readWatchState, watchLockFilePath, watchStateFilePath } from '../watch/state.js'
 import { formatSummary } from './summary.js'
 import { formatWatch } from './watch-summary.js'
 

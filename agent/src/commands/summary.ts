@@ -1,5 +1,5 @@
 /** The human summary of a run (TTY), and of `status`. */
-import type { RunState } from '../state.js'
+import type { RunState } from '../run/state.js'
 
 const ms = (n: number | undefined) => (n === undefined ? '' : n >= 10_000 ? `${(n / 1000).toFixed(1)} s` : `${n} ms`)
 

@@ -1,5 +1,5 @@
 /** The human view of watch.json in `status`: what the watch sees, and the drain it ran. */
-import type { WatchState } from '../watch-state.js'
+import type { WatchState } from '../watch/state.js'
 
 const ms = (n: number | undefined) => (n === undefined ? '' : n >= 10_000 ? `${(n / 1000).toFixed(1)} s` : `${n} ms`)
 

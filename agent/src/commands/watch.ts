@@ -1,27 +1,27 @@
 /**
  * `bootstrap-agent watch`: the long-running half of an instance's life (bootstrap-agent-watch
- * .service). Wires the real seams into watch-loop.ts: an IMDSv2 session that renews its token,
- * the drain (drain.ts) with real PM2 and child processes, the terminating lifecycle hook, and
+ * .service). Wires the real seams into watch/loop.ts: an IMDSv2 session that renews its token,
+ * the drain (watch/drain.ts) with real PM2 and child processes, the terminating lifecycle hook, and
  * `run --reason warm-pool` as a child process (same lock as any run). Returns 0 once SIGTERM or
  * SIGINT stopped it; a drain in progress finishes first.
  */
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { createAwsLifecycleHook } from '../aws-lifecycle-hook.js'
-import { forbidImdsV1 } from '../aws-seams.js'
-import { locateDeployed, runDrain, type DrainSeams } from '../drain.js'
-import { ConfigError, ExitCode, messageOf } from '../errors.js'
-import { createExec } from '../exec.js'
-import { createImdsSession } from '../imds-session.js'
-import { acquireLock, readLockHolder } from '../lock.js'
-import { createLogger } from '../logger.js'
-import { lockFilePath } from '../paths.js'
-import { createPm2 } from '../pm2.js'
-import { createScrubber } from '../redact.js'
-import { resolveWatchSettings, type SettingsInput } from '../settings.js'
-import { watchLoop } from '../watch-loop.js'
-import { readWatchState, watchLockFilePath, watchStateFilePath, writeWatchState } from '../watch-state.js'
+import { createAwsLifecycleHook } from '../aws/lifecycle-hook.js'
+import { forbidImdsV1 } from '../aws/seams.js'
+import { locateDeployed, runDrain, type DrainSeams } from '../watch/drain.js'
+import { ConfigError, ExitCode, messageOf } from '../core/errors.js'
+import { createExec } from '../core/exec.js'
+import { createImdsSession } from '../aws/imds-session.js'
+import { acquireLock, readLockHolder } from '../run/lock.js'
+import { createLogger } from '../core/logger.js'
+import { lockFilePath } from '../core/paths.js'
+import { createPm2 } from '../pm2/cli.js'
+import { createScrubber } from '../secrets/redact.js'
+import { resolveWatchSettings, type SettingsInput } from '../config/settings.js'
+import { watchLoop } from '../watch/loop.js'
+import { readWatchState, watchLockFilePath, watchStateFilePath, writeWatchState } from '../watch/state.js'
 
 export interface WatchOptions {
   input: Omit<SettingsInput, 'tags'>

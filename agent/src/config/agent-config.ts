@@ -7,7 +7,7 @@
  * environment and agent.env, above tags. It is configuration, not a secret store: it cannot name
  * the service, environment or root (they locate the parameter itself).
  */
-import { ConfigError } from './errors.js'
+import { ConfigError } from '../core/errors.js'
 import { quote } from './names.js'
 import { OPTIONS } from './settings.js'
 

@@ -4,7 +4,7 @@
  * quotes (systemd's subset: no expansion). It holds configuration only, never secrets.
  */
 import { readFile } from 'node:fs/promises'
-import { ConfigError, errnoCode } from './errors.js'
+import { ConfigError, errnoCode } from '../core/errors.js'
 
 export const parseAgentEnv = (text: string, file: string): Record<string, string> => {
   const out: Record<string, string> = {}

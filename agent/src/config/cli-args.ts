@@ -4,9 +4,9 @@
  * option table Settings uses.
  */
 import { parseArgs } from 'node:util'
-import { ConfigError } from './errors.js'
+import { ConfigError } from '../core/errors.js'
 import { OPTIONS } from './settings.js'
-import { paramHelp } from './user-data.js'
+import { paramHelp } from '../operator/user-data.js'
 
 export const COMMANDS = ['run', 'plan', 'status', 'watch', 'manifest-schema', 'render-user-data', 'rollout', 'help', 'version'] as const
 export type Command = (typeof COMMANDS)[number]

@@ -6,7 +6,7 @@
 import { readFile, realpath, stat } from 'node:fs/promises'
 import { join, relative, isAbsolute } from 'node:path'
 import { Ajv } from 'ajv'
-import { ConfigError, errnoCode } from './errors.js'
+import { ConfigError, errnoCode } from '../core/errors.js'
 import { MANIFEST_SCHEMA, PATTERN_HELP } from './manifest-schema.js'
 import { quote } from './names.js'
 

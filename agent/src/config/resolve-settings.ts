@@ -4,8 +4,8 @@
  * the settings are resolved again. Shared by `run` (the resolve phase) and `plan`.
  */
 import { parseAgentConfig } from './agent-config.js'
-import type { InstanceIdentity } from './identity.js'
-import type { Seams } from './run-context.js'
+import type { InstanceIdentity } from '../seams/identity.js'
+import type { Seams } from '../run/context.js'
 import { resolveConfigLocation, resolveSettings, type Settings, type SettingsInput } from './settings.js'
 
 export const resolveWithAgentConfig = async (

@@ -4,7 +4,7 @@
  * agent.env file user-data writes) > instance tags > defaults. Every option is a row of
  * OPTIONS, so help text, the README's configuration reference and the parser cannot drift apart.
  */
-import { ConfigError } from './errors.js'
+import { ConfigError } from '../core/errors.js'
 import { checkBranchName, checkEnvironmentName, checkRepositoryUrl, checkServiceName, quote } from './names.js'
 
 export type Mode = 'local' | 'aws'
@@ -263,7 +263,7 @@ const serviceAndEnvironment = (input: SettingsInput, get: (name: Option['name'],
 /**
  * Where the agent configuration parameter is, from the layers below it alone (flags, environment,
  * agent.env, tags): only the service and environment must be known, so the parameter can supply
- * the repository, the branch map and the rest (resolve-settings.ts). The AWS budget of reading it
+ * the repository, the branch map and the rest (config/resolve-settings.ts). The AWS budget of reading it
  * comes from the same layers: an `aws-timeout` in the parameter applies from the next call on.
  */
 export const resolveConfigLocation = (input: SettingsInput): { configParameter: string | undefined; localSecretsFile: string | undefined; awsTimeoutMs: number } => {

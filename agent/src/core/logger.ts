@@ -7,7 +7,7 @@ import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import pino from 'pino'
 import pretty from 'pino-pretty'
-import type { Scrubber } from './redact.js'
+import type { Scrubber } from '../secrets/redact.js'
 
 export type Logger = pino.Logger
 

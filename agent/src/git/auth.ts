@@ -7,9 +7,9 @@
 import { chown, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ConfigError } from './errors.js'
-import { createScrubber } from './redact.js'
-import { isCleartextToRemoteHost, redactUrl, type GitRemote } from './git-url.js'
+import { ConfigError } from '../core/errors.js'
+import { createScrubber } from '../secrets/redact.js'
+import { isCleartextToRemoteHost, redactUrl, type GitRemote } from './url.js'
 
 export type GitCredential =
   | { kind: 'token'; username: string; token: string } // HTTPS basic auth (GitHub: username 'x-access-token')

@@ -1,18 +1,18 @@
 /**
  * The Git seam: the only module that runs git (through simple-git). Three calls, each bounded by
  * a per-attempt deadline and retried with jittered backoff only when the failure is transient.
- * Credentials reach git through `withGitSession` alone (see git-auth.ts for why).
+ * Credentials reach git through `withGitSession` alone (see git/auth.ts for why).
  */
 import { chown, mkdir, readdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import pRetry from 'p-retry'
 import { GitError, simpleGit } from 'simple-git'
-import { AgentError, errnoCode, isAgentError, messageOf } from './errors.js'
-import { withGitSession, type GitCredential, type GitOwner, type GitSession } from './git-auth.js'
-import { classifyGitFailure, gitTimeout } from './git-errors.js'
-import { parseRemote } from './git-url.js'
+import { AgentError, errnoCode, isAgentError, messageOf } from '../core/errors.js'
+import { withGitSession, type GitCredential, type GitOwner, type GitSession } from './auth.js'
+import { classifyGitFailure, gitTimeout } from './errors.js'
+import { parseRemote } from './url.js'
 
-export type { GitCredential } from './git-auth.js'
+export type { GitCredential } from './auth.js'
 
 export interface GitOptions {
   /** deadline of one attempt of one git command */

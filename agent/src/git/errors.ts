@@ -4,7 +4,7 @@
  * credential or a missing repo or branch fails at once, because retrying cannot fix it and
  * only delays the lifecycle hook's answer.
  */
-import { AgentError, ConfigError, ExitCode } from './errors.js'
+import { AgentError, ConfigError, ExitCode } from '../core/errors.js'
 
 export interface GitFailureContext {
   /** credential-free URL */

@@ -3,7 +3,7 @@
  * so it must never carry a credential; and a URL is untrusted input (an instance tag), so it
  * must not be able to pass itself off as a git option.
  */
-import { ConfigError } from './errors.js'
+import { ConfigError } from '../core/errors.js'
 
 export interface GitRemote {
   /** the URL exactly as git gets it (credential-free) */

@@ -9,9 +9,9 @@
  * an endpoint returns no output (moto), from SSM's invocation status alone: commit "unknown".
  */
 import type { GetCommandInvocationResult } from '@aws-sdk/client-ssm'
-import { classifyAwsError, withRetry, type AwsCall, type RetryOptions } from './aws-retry.js'
-import type { Ec2InstancesApi, SsmCommandsApi } from './aws-ssm-commands.js'
-import { AgentError, isAgentError, messageOf } from './errors.js'
+import { classifyAwsError, withRetry, type AwsCall, type RetryOptions } from '../aws/retry.js'
+import type { Ec2InstancesApi, SsmCommandsApi } from '../aws/ssm-commands.js'
+import { AgentError, isAgentError, messageOf } from '../core/errors.js'
 
 export const DEFAULT_DOCUMENT = 'bootstrap-agent-rebootstrap'
 /** SendCommand TimeoutSeconds: how long SSM keeps trying to reach an instance (agent offline) */

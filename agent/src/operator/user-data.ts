@@ -4,7 +4,7 @@
  * and writes the result.
  *
  * Parameters are a closed set: the template's own (artifact, region, Node install method) and
- * the agent settings written into agent.env (the BOOTSTRAP_* names of settings.ts, plus the SDK's
+ * the agent settings written into agent.env (the BOOTSTRAP_* names of config/settings.ts, plus the SDK's
  * endpoint variables). None of them holds a secret, only names of secrets: user-data is readable
  * by every process on the instance (IMDS) and by anyone allowed to describe the launch template.
  * So a name outside the set is an error, one that looks like a secret says so, and every value
@@ -12,11 +12,11 @@
  *
  * Quoting: scalar values reach the script as single-quoted shell words; agent.env and the unit
  * are written through quoted heredocs (no expansion); agent.env values are quoted so that both
- * agent-env.ts and systemd's EnvironmentFile= read them back byte-exact.
+ * config/agent-env.ts and systemd's EnvironmentFile= read them back byte-exact.
  */
-import { ConfigError, isAgentError } from './errors.js'
-import { quote } from './names.js'
-import { OPTIONS, resolveSettings } from './settings.js'
+import { ConfigError, isAgentError } from '../core/errors.js'
+import { quote } from '../config/names.js'
+import { OPTIONS, resolveSettings } from '../config/settings.js'
 
 /** EC2's limit on user-data, before base64. */
 export const USER_DATA_MAX_BYTES = 16 * 1024
@@ -93,7 +93,7 @@ export const parseParamFlags = (flags: readonly string[]): Record<string, string
 /** A word the shell reads back as exactly `v`: single quotes, with each ' written as '\''. */
 export const shellQuote = (v: string): string => `'${v.replaceAll("'", "'\\''")}'`
 
-/** One agent.env value in the form agent-env.ts and systemd's EnvironmentFile= both read back
+/** One agent.env value in the form config/agent-env.ts and systemd's EnvironmentFile= both read back
  * unchanged: single quotes (no escapes at all) unless the value has one, else double quotes with
  * \ " $ ` escaped. Values are single lines; the caller refuses line breaks. */
 export const agentEnvValue = (v: string): string =>

@@ -2,14 +2,14 @@
  * The Pm2 seam: PM2's CLI run as the service user with its own PM2_HOME. The environment passed
  * is minimal on purpose: PM2 copies the CLI's environment into every app's stored env (dump.pm2,
  * `pm2 env`), so nothing but PATH/HOME/PM2_HOME may be in it. Reading the process list is the
- * exception: it asks the running daemon over its socket (pm2-rpc.ts), which changes nothing.
+ * exception: it asks the running daemon over its socket (pm2/rpc.ts), which changes nothing.
  */
 import { readFile, stat } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
-import { AgentError } from './errors.js'
-import type { Exec } from './exec.js'
-import { askDaemon } from './pm2-rpc.js'
+import { AgentError } from '../core/errors.js'
+import type { Exec } from '../core/exec.js'
+import { askDaemon } from './rpc.js'
 
 export interface Pm2Process {
   name: string
@@ -139,7 +139,7 @@ export const createPm2 = (o: Pm2Options): Pm2 => {
   }
   return {
     async list() {
-      // the daemon's own answer, without a CLI process (~180 ms each; pm2-rpc.ts); the CLI only
+      // the daemon's own answer, without a CLI process (~180 ms each; pm2/rpc.ts); the CLI only
       // when no daemon answers there, as before (it spawns one, which then has no apps)
       const a = await askDaemon(o.pm2Home, 'getMonitorData', timeoutMs)
       if (a.kind === 'answer') return toProcesses(a.value)

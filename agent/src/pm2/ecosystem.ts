@@ -8,7 +8,7 @@
  * run-with-env wrapper, both reading the file named by BOOTSTRAP_ENV_FILE.
  */
 import { join } from 'node:path'
-import type { ServiceSpec } from './manifest.js'
+import type { ServiceSpec } from '../config/manifest.js'
 
 export interface EcosystemInput {
   spec: ServiceSpec

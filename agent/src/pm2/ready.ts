@@ -1,5 +1,5 @@
 /**
- * PM2 made ready for `start`: its systemd unit where that applies (pm2-startup.ts), then a running
+ * PM2 made ready for `start`: its systemd unit where that applies (pm2/startup.ts), then a running
  * daemon. A cold daemon spawn costs ~0.5 s; on a first boot `install` begins this in the
  * background while `npm ci` runs and `start` awaits the same promise, so the spawn leaves the
  * critical path. The order inside stays what it was (unit first, so a daemon is never forked
@@ -7,9 +7,9 @@
  * awaits, so `start` fails with it, as when the work was its own; and the run waits for it to
  * settle before it exits (commands/run.ts), so no half-spawned daemon is cut off.
  */
-import { PM2_BIN } from './pm2.js'
-import { ensurePm2Startup } from './pm2-startup.js'
-import { need, type RunContext } from './run-context.js'
+import { PM2_BIN } from './cli.js'
+import { ensurePm2Startup } from './startup.js'
+import { need, type RunContext } from '../run/context.js'
 
 export const preparePm2 = (ctx: RunContext): Promise<string | undefined> => {
   ctx.pm2Ready ??= (async () => {

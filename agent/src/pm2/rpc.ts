@@ -7,7 +7,7 @@
  *
  * Only reads go this way. Everything that changes PM2's state (start, reload, save, delete, kill)
  * stays a CLI call run as the service user: the CLI writes dump.pm2 and spawns the daemon with
- * that user's identity and minimal environment (pm2.ts), which an in-process call would not.
+ * that user's identity and minimal environment (pm2/cli.ts), which an in-process call would not.
  */
 import { createRequire } from 'node:module'
 import { existsSync } from 'node:fs'

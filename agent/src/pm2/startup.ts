@@ -19,19 +19,19 @@
 import { existsSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
-import { writeFileAtomic } from './atomic-write.js'
-import { AgentError, errnoCode } from './errors.js'
-import type { Exec } from './exec.js'
-import type { ServiceUser } from './service-user.js'
+import { writeFileAtomic } from '../core/atomic-write.js'
+import { AgentError, errnoCode } from '../core/errors.js'
+import type { Exec } from '../core/exec.js'
+import type { ServiceUser } from '../core/service-user.js'
 
 export const PM2_UNIT = 'bootstrap-pm2.service'
 
 export interface Pm2UnitSpec {
   user: string
-  /** the node binary and PM2's CLI script the agent itself uses (pm2.ts) */
+  /** the node binary and PM2's CLI script the agent itself uses (pm2/cli.ts) */
   node: string
   pm2Bin: string
-  /** HOME and PM2_HOME of the service user's tools (paths.ts) */
+  /** HOME and PM2_HOME of the service user's tools (core/paths.ts) */
   home: string
   pm2Home: string
 }
@@ -58,7 +58,7 @@ export const renderPm2Unit = (u: Pm2UnitSpec): string => {
   if (!/^[a-z_][a-z0-9_-]{0,30}$/.test(u.user)) {
     throw new AgentError(`cannot write ${PM2_UNIT}: user ${JSON.stringify(u.user)}`, { code: 'PM2_UNIT_PATH', remedy: 'name a valid service user' })
   }
-  return `# Written by bootstrap-agent (agent/src/pm2-startup.ts) and rewritten when it changes: edit
+  return `# Written by bootstrap-agent (agent/src/pm2/startup.ts) and rewritten when it changes: edit
 # that, not this. PM2's daemon and every service it runs live in this unit's control group, so
 # stopping or restarting bootstrap-agent.service (a oneshot) never touches them. At boot it brings
 # back what the agent last saved (\`pm2 save\` after every start or reload): the last good release.
@@ -75,7 +75,7 @@ Before=bootstrap-agent.service
 Type=forking
 User=${u.user}
 WorkingDirectory=${home}
-# the same environment the agent gives PM2 (pm2.ts pm2Env): PM2 copies its environment into
+# the same environment the agent gives PM2 (pm2/cli.ts pm2Env): PM2 copies its environment into
 # every app's stored env, so nothing else may be in it
 Environment=PATH=${dirname(node)}:/usr/local/bin:/usr/bin:/bin
 Environment=HOME=${home}

@@ -7,9 +7,9 @@
 import { createHash } from 'node:crypto'
 import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { AgentError, errnoCode } from './errors.js'
-import type { Exec } from './exec.js'
-import { parseJsonObject } from './json-object.js'
+import { AgentError, errnoCode } from '../core/errors.js'
+import type { Exec } from '../core/exec.js'
+import { parseJsonObject } from '../core/json-object.js'
 import { lockfileProblem, lockfileRefused } from './lockfile.js'
 
 export interface InstallInputs {

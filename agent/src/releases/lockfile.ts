@@ -1,10 +1,10 @@
 /**
- * What is wrong with a release's package-lock.json, for `npm ci` (install.ts). npm reports a
+ * What is wrong with a release's package-lock.json, for `npm ci` (releases/install.ts). npm reports a
  * missing or unparseable lockfile as its usage text, and one out of sync with package.json as a
  * usage error too; each is a repository that must be fixed (exit 2, not retried), so each gets
  * its own code, the file, and what to do. Pure functions: the caller reads the file and runs npm.
  */
-import { ConfigError, messageOf } from './errors.js'
+import { ConfigError, messageOf } from '../core/errors.js'
 
 /** V8's JSON error without the piece of text it quotes (a lockfile URL may carry a registry token) */
 const jsonError = (e: unknown) => messageOf(e).replace(/,? ?"(?:[^"\\]|\\.)*"(?:\.\.\.)?/g, '')

@@ -9,9 +9,9 @@ import {
   lstat, open, readdir, readFile, readlink, rename, rm, stat, symlink, unlink,
 } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
-import { writeFileAtomic } from './atomic-write.js'
-import { AgentError, errnoCode } from './errors.js'
-import { parseJsonObject } from './json-object.js'
+import { writeFileAtomic } from '../core/atomic-write.js'
+import { AgentError, errnoCode } from '../core/errors.js'
+import { parseJsonObject } from '../core/json-object.js'
 
 export interface ReleaseMeta {
   id: string

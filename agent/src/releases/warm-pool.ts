@@ -14,8 +14,8 @@
  */
 import { readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { writeFileAtomic } from './atomic-write.js'
-import { errnoCode } from './errors.js'
+import { writeFileAtomic } from '../core/atomic-write.js'
+import { errnoCode } from '../core/errors.js'
 
 /** The phase detail of `start` and `verify` in a warm-pool run. */
 export const WARM_POOL_DETAIL = 'warm pool: prepared, not started'

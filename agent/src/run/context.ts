@@ -3,18 +3,18 @@
  * resolved, and the facts each phase finds for the next. Phases read and fill it; the runner owns
  * timing, logging and state.
  */
-import type { Exec } from './exec.js'
-import type { Git, GitCredential } from './git.js'
-import type { Identity, InstanceIdentity } from './identity.js'
-import type { LifecycleHook } from './lifecycle-hook.js'
-import type { Logger } from './logger.js'
-import type { ServiceSpec } from './manifest.js'
-import type { Paths } from './paths.js'
-import type { Pm2 } from './pm2.js'
-import type { Scrubber } from './redact.js'
-import type { MergedSecrets, MergeInput, SecretsSource } from './secrets-source.js'
-import type { ServiceUser } from './service-user.js'
-import type { Settings, SettingsInput } from './settings.js'
+import type { Exec } from '../core/exec.js'
+import type { Git, GitCredential } from '../git/client.js'
+import type { Identity, InstanceIdentity } from '../seams/identity.js'
+import type { LifecycleHook } from '../seams/lifecycle-hook.js'
+import type { Logger } from '../core/logger.js'
+import type { ServiceSpec } from '../config/manifest.js'
+import type { Paths } from '../core/paths.js'
+import type { Pm2 } from '../pm2/cli.js'
+import type { Scrubber } from '../secrets/redact.js'
+import type { MergedSecrets, MergeInput, SecretsSource } from '../secrets/source.js'
+import type { ServiceUser } from '../core/service-user.js'
+import type { Settings, SettingsInput } from '../config/settings.js'
 
 export interface Seams {
   exec: Exec
@@ -47,7 +47,7 @@ export interface RunContext {
   readonly scrubber: Scrubber
   readonly input: Omit<SettingsInput, 'tags'>
   identity?: InstanceIdentity
-  /** the Warmed:* target lifecycle state when this run only prepares for a warm pool (warm-pool.ts):
+  /** the Warmed:* target lifecycle state when this run only prepares for a warm pool (releases/warm-pool.ts):
    * `start` and `verify` are skipped, nothing serves */
   warmPool?: string
   settings?: Settings
@@ -55,7 +55,7 @@ export interface RunContext {
   user?: ServiceUser
   hook?: LifecycleHook
   pm2?: Pm2
-  /** PM2's unit and daemon made ready (pm2-ready.ts): begun during `install`, awaited by `start` */
+  /** PM2's unit and daemon made ready (pm2/ready.ts): begun during `install`, awaited by `start` */
   pm2Ready?: Promise<string | undefined>
   credential?: GitCredential
   remoteCommit?: string
@@ -63,7 +63,7 @@ export interface RunContext {
   liveRelease?: string
   release?: Release
   spec?: ServiceSpec
-  /** the secret sources' values, read while `fetch` clones (phases/secrets.ts) */
+  /** the secret sources' values, read while `fetch` clones (run/phases/secrets.ts) */
   secretValues?: Promise<Omit<MergeInput, 'secretIds'>>
   secrets?: MergedSecrets
   envText?: string

@@ -7,9 +7,9 @@ import { open } from 'node:fs/promises'
 import { get as httpGet } from 'node:http'
 import { get as httpsGet } from 'node:https'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { AgentError } from './errors.js'
-import type { HealthSpec } from './manifest.js'
-import type { Pm2, Pm2Process } from './pm2.js'
+import { AgentError } from '../core/errors.js'
+import type { HealthSpec } from '../config/manifest.js'
+import type { Pm2, Pm2Process } from '../pm2/cli.js'
 
 export interface HealthInput {
   app: string

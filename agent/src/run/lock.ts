@@ -8,8 +8,8 @@ import { randomBytes } from 'node:crypto'
 import { link, lstat, mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { dirname } from 'node:path'
-import { AgentError, LockHeldError, errnoCode, messageOf } from './errors.js'
-import { parseJsonObject } from './json-object.js'
+import { AgentError, LockHeldError, errnoCode, messageOf } from '../core/errors.js'
+import { parseJsonObject } from '../core/json-object.js'
 
 export interface LockHolder {
   pid: number

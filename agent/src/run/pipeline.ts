@@ -13,7 +13,7 @@ import { start } from './phases/start.js'
 import { switchPhase } from './phases/switch.js'
 import { verify } from './phases/verify.js'
 import type { Phase } from './runner.js'
-import type { RunContext } from './run-context.js'
+import type { RunContext } from './context.js'
 
 export const RUN_PHASES: readonly Phase<RunContext>[] = [identify, resolve, fetch, secrets, install, build, switchPhase, start, verify]
 

@@ -4,8 +4,8 @@
  * A failing phase stops the list; `onFailure` (rollback) then runs, and `finally` phases (the
  * lifecycle hook) run on every exit path.
  */
-import type { Logger } from './logger.js'
-import { type AgentError, isAgentError, toAgentError } from './errors.js'
+import type { Logger } from '../core/logger.js'
+import { type AgentError, isAgentError, toAgentError } from '../core/errors.js'
 import type { PhaseRecord, PhaseStatus, RunState } from './state.js'
 
 export interface PhaseResult {

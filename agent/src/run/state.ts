@@ -5,8 +5,8 @@
  */
 import { mkdir, readFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import { writeFileAtomic } from './atomic-write.js'
-import { errnoCode } from './errors.js'
+import { writeFileAtomic } from '../core/atomic-write.js'
+import { errnoCode } from '../core/errors.js'
 
 export type PhaseStatus = 'ok' | 'skipped' | 'failed' | 'not-run'
 /** `prepared`: a warm-pool run succeeded, everything is in place and nothing was started */

@@ -2,8 +2,8 @@
  * The Identity seam: who this instance is and what its tags say. On AWS it is IMDSv2 (+
  * DescribeTags); in local mode the tags come from `--tag Key=Value` flags.
  */
-import { ConfigError } from './errors.js'
-import { quote } from './names.js'
+import { ConfigError } from '../core/errors.js'
+import { quote } from '../config/names.js'
 
 export interface InstanceIdentity {
   instanceId: string

@@ -2,16 +2,16 @@
  * The seams of local mode: real git, real PM2, real child processes; tags from --tag flags,
  * secrets from a local JSON file, no lifecycle hook. AWS mode replaces identity, secrets and hook.
  */
-import { ConfigError } from './errors.js'
-import { createExec } from './exec.js'
-import { createGit } from './git.js'
+import { ConfigError } from '../core/errors.js'
+import { createExec } from '../core/exec.js'
+import { createGit } from '../git/client.js'
 import { localIdentity } from './identity.js'
 import { noLifecycleHook } from './lifecycle-hook.js'
-import { createLocalSecretsSource } from './local-secrets.js'
-import type { Logger } from './logger.js'
-import { createPm2 } from './pm2.js'
-import type { Seams } from './run-context.js'
-import type { SecretsSource } from './secrets-source.js'
+import { createLocalSecretsSource } from '../secrets/local.js'
+import type { Logger } from '../core/logger.js'
+import { createPm2 } from '../pm2/cli.js'
+import type { Seams } from '../run/context.js'
+import type { SecretsSource } from '../secrets/source.js'
 
 const noSecretsFile: SecretsSource = {
   description: 'no secrets file',

@@ -3,11 +3,11 @@
  * header. We do not use dotenv syntax because Node's `--env-file` parser cannot carry every value
  * byte-exact (backslashes stay literal, only `\n` expands inside double quotes); a JSON string
  * literal can carry any string, stays on one line, and is still readable by a person on the box.
- * The file is loaded into the service's `process.env` by `env-preload.ts`.
+ * The file is loaded into the service's `process.env` by `secrets/env-preload.ts`.
  *
  * Pure: no I/O. Errors name keys, files and line numbers, never a value.
  */
-import { ConfigError } from './errors.js'
+import { ConfigError } from '../core/errors.js'
 
 export const ENV_FILE_HEADER = '# bootstrap-agent env file v1 — managed, do not edit'
 

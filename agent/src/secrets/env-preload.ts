@@ -9,7 +9,7 @@
  */
 import { readFileSync } from 'node:fs'
 import { parseEnv } from './env-file.js'
-import { messageOf } from './errors.js'
+import { messageOf } from '../core/errors.js'
 
 /** sysexits.h EX_CONFIG: PM2 shows the service as errored instead of running it without secrets. */
 const EX_CONFIG = 78

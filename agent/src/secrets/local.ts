@@ -5,9 +5,9 @@
  *     "parameters": { "/<path>/<name>": "value" } }
  */
 import { readFile } from 'node:fs/promises'
-import { ConfigError, errnoCode } from './errors.js'
-import { quote } from './names.js'
-import type { Parameter, SecretPayload, SecretsSource } from './secrets-source.js'
+import { ConfigError, errnoCode } from '../core/errors.js'
+import { quote } from '../config/names.js'
+import type { Parameter, SecretPayload, SecretsSource } from './source.js'
 
 interface LocalFile {
   secrets: Record<string, unknown>

@@ -6,9 +6,9 @@
  * Precedence, later wins: secret ids in their configured order, then parameter paths in theirs.
  * Each override is reported (key and both source names, never values) so it is visible in the log.
  */
-import { ConfigError } from './errors.js'
+import { ConfigError } from '../core/errors.js'
 import { isValidEnvKey } from './env-file.js'
-import { quote } from './names.js'
+import { quote } from '../config/names.js'
 
 export type SecretPayload =
   | { kind: 'string'; text: string }

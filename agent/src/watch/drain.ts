@@ -2,7 +2,7 @@
  * The drain: what happens on this instance before it goes away (termination, spot interruption).
  * Steps are data, run in order; unlike a run's phases, a failed step does not stop the next one
  * (a failing pre-stop command must not keep the service from being stopped gracefully, and the
- * lifecycle hook is answered whatever happened: see watch-loop.ts).
+ * lifecycle hook is answered whatever happened: see watch/loop.ts).
  *
  *   stop-run   a run in progress (boot, SSM, warm pool) is stopped first, so it cannot start the
  *              service again behind the drain's back; the instance is going away, and a killed
@@ -18,20 +18,20 @@
  */
 import { readdir, readFile, realpath, open } from 'node:fs/promises'
 import { join } from 'node:path'
-import { agentFile } from './agent-files.js'
-import { parseEnv } from './env-file.js'
-import { ConfigError, errnoCode, messageOf, toAgentError } from './errors.js'
-import type { Exec } from './exec.js'
-import type { LockHolder } from './lock.js'
-import type { Logger } from './logger.js'
-import { loadServiceSpec, type ServiceSpec } from './manifest.js'
-import { pathsFor, stateFilePath, type Paths } from './paths.js'
-import { pm2Env, type Pm2 } from './pm2.js'
-import type { Scrubber } from './redact.js'
-import { ensureServiceUser, type ServiceUser } from './service-user.js'
-import type { WatchSettings } from './settings.js'
-import { readState } from './state.js'
-import type { DrainRecord, DrainStepStatus } from './watch-state.js'
+import { agentFile } from '../secrets/agent-files.js'
+import { parseEnv } from '../secrets/env-file.js'
+import { ConfigError, errnoCode, messageOf, toAgentError } from '../core/errors.js'
+import type { Exec } from '../core/exec.js'
+import type { LockHolder } from '../run/lock.js'
+import type { Logger } from '../core/logger.js'
+import { loadServiceSpec, type ServiceSpec } from '../config/manifest.js'
+import { pathsFor, stateFilePath, type Paths } from '../core/paths.js'
+import { pm2Env, type Pm2 } from '../pm2/cli.js'
+import type { Scrubber } from '../secrets/redact.js'
+import { ensureServiceUser, type ServiceUser } from '../core/service-user.js'
+import type { WatchSettings } from '../config/settings.js'
+import { readState } from '../run/state.js'
+import type { DrainRecord, DrainStepStatus } from './state.js'
 
 export interface DrainSeams {
   exec: Exec

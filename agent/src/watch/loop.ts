@@ -1,5 +1,5 @@
 /**
- * The watch loop: poll IMDS (target lifecycle state, spot instance-action), let watch-policy.ts
+ * The watch loop: poll IMDS (target lifecycle state, spot instance-action), let watch/policy.ts
  * decide, apply the decision, record everything in watch.json, sleep (backing off while IMDS
  * does not answer), until the stop signal. Every side effect is a parameter, so unit tests drive
  * the loop with fakes.
@@ -10,13 +10,13 @@
  * instead would only hold a dying instance until the hook's timeout. Heartbeats run while the
  * drain runs, so a drain longer than the hook's heartbeat timeout is not cut short.
  */
-import type { Imds } from './aws-identity.js'
-import { messageOf } from './errors.js'
-import type { LifecycleHook } from './lifecycle-hook.js'
-import type { Logger } from './logger.js'
-import type { WatchSettings } from './settings.js'
-import { decide, isTermination, parseSpotAction, pollDelay, type Decision, type Memory, type Observation } from './watch-policy.js'
-import type { DrainReason, DrainRecord, WatchState } from './watch-state.js'
+import type { Imds } from '../aws/identity.js'
+import { messageOf } from '../core/errors.js'
+import type { LifecycleHook } from '../seams/lifecycle-hook.js'
+import type { Logger } from '../core/logger.js'
+import type { WatchSettings } from '../config/settings.js'
+import { decide, isTermination, parseSpotAction, pollDelay, type Decision, type Memory, type Observation } from './policy.js'
+import type { DrainReason, DrainRecord, WatchState } from './state.js'
 
 export interface WatchLoopOptions {
   settings: Pick<WatchSettings, 'watchIntervalMs'>
@@ -29,7 +29,7 @@ export interface WatchLoopOptions {
   sleep: (ms: number, signal: AbortSignal) => Promise<void>
   bootId: string
   store: { read(): Promise<WatchState | undefined>; write(s: WatchState): Promise<void> }
-  /** runs the drain steps, recording each into `record` (drain.ts) */
+  /** runs the drain steps, recording each into `record` (watch/drain.ts) */
   drain: (record: DrainRecord, save: () => Promise<void>) => Promise<void>
   /** this instance's terminating hook; awaitTransition: IMDS already says Terminated */
   terminatingHook: (id: { instanceId: string; region: string }, awaitTransition: boolean) => LifecycleHook

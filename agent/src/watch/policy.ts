@@ -1,5 +1,5 @@
 /**
- * Pure: what `watch` does about one IMDS poll. No I/O; watch-loop.ts applies the decisions.
+ * Pure: what `watch` does about one IMDS poll. No I/O; watch/loop.ts applies the decisions.
  *
  * - `Terminated` (or `Warmed:Terminated`, a warm-pool instance being removed) is a termination:
  *   drain once, then answer the terminating hook. Other `Warmed:*` states are not: warm-pool
@@ -11,7 +11,7 @@
  *   a normal run (`--reason warm-pool`) finishes what the warm prepare left. An instance that is
  *   already InService when the watch starts triggers nothing: bootstrap-agent.service runs at boot.
  */
-import type { DrainReason } from './watch-state.js'
+import type { DrainReason } from './state.js'
 
 export interface SpotAction {
   action: string

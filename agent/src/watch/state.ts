@@ -9,8 +9,8 @@
  * spot-stopped instance that is started again is a new lifetime (the old record is replaced).
  */
 import { join } from 'node:path'
-import type { HookOutcome } from './lifecycle-hook.js'
-import { readStatusFile, writeStatusFile } from './state.js'
+import type { HookOutcome } from '../seams/lifecycle-hook.js'
+import { readStatusFile, writeStatusFile } from '../run/state.js'
 
 export type DrainReason = 'terminated' | 'spot-interruption'
 export type DrainStepStatus = 'ok' | 'skipped' | 'failed'

@@ -2,9 +2,9 @@ import t from 'tap'
 import { Writable } from 'node:stream'
 import pino from 'pino'
 import type { DescribeTagsRequest } from '@aws-sdk/client-ec2'
-import { createAwsIdentity, type Ec2TagsApi, type Imds } from '../../agent/src/aws-identity.js'
-import { ExitCode, isAgentError } from '../../agent/src/errors.js'
-import { rejected } from '../helpers/thrown.js'
+import { createAwsIdentity, type Ec2TagsApi, type Imds } from '../../../agent/src/aws/identity.js'
+import { ExitCode, isAgentError } from '../../../agent/src/core/errors.js'
+import { rejected } from '../../helpers/thrown.js'
 
 /** A fake of our Imds seam: paths -> values; a missing path is a 404 (undefined). */
 const fakeImds = (data: Record<string, string>, fail?: Error): Imds & { paths: string[] } => {

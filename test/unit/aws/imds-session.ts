@@ -4,10 +4,10 @@
  * The clock is injected, so token expiry needs no waiting.
  */
 import t from 'tap'
-import { createImdsSession } from '../../agent/src/imds-session.js'
-import { isAgentError } from '../../agent/src/errors.js'
-import { startImdsServer } from '../helpers/imds-server.js'
-import { rejected } from '../helpers/thrown.js'
+import { createImdsSession } from '../../../agent/src/aws/imds-session.js'
+import { isAgentError } from '../../../agent/src/core/errors.js'
+import { startImdsServer } from '../../helpers/imds-server.js'
+import { rejected } from '../../helpers/thrown.js'
 
 const imds = await startImdsServer({ instanceId: 'i-0abc', region: 'eu-west-1', az: 'eu-west-1a', tags: {}, lifecycleState: 'InService' })
 t.teardown(() => imds.stop())

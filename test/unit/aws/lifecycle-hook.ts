@@ -3,9 +3,9 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import pino from 'pino'
 import t from 'tap'
 import type { CompleteLifecycleActionType, LifecycleHook as AsgHook, RecordLifecycleActionHeartbeatType } from '@aws-sdk/client-auto-scaling'
-import { completionBudgetMs, createAwsLifecycleHook, heartbeatInterval, LAUNCHING, type AutoScalingApi } from '../../agent/src/aws-lifecycle-hook.js'
-import { isAgentError } from '../../agent/src/errors.js'
-import { rejected } from '../helpers/thrown.js'
+import { completionBudgetMs, createAwsLifecycleHook, heartbeatInterval, LAUNCHING, type AutoScalingApi } from '../../../agent/src/aws/lifecycle-hook.js'
+import { isAgentError } from '../../../agent/src/core/errors.js'
+import { rejected } from '../../helpers/thrown.js'
 
 const INSTANCE = 'i-0123456789abcdef0'
 

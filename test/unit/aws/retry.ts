@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
-import { awsError, backoffCeiling, classifyAwsError, sdkClientConfig, withRetry, type AwsErrorKind } from '../../agent/src/aws-retry.js'
-import { isAgentError } from '../../agent/src/errors.js'
-import { rejected } from '../helpers/thrown.js'
+import { awsError, backoffCeiling, classifyAwsError, sdkClientConfig, withRetry, type AwsErrorKind } from '../../../agent/src/aws/retry.js'
+import { isAgentError } from '../../../agent/src/core/errors.js'
+import { rejected } from '../../helpers/thrown.js'
 
 /** Shaped like an AWS SDK v3 ServiceException: the code in `name`, the status in $metadata. */
 const sdkError = (name: string, status: number, message = `${name} happened`) =>

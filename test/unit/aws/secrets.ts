@@ -1,9 +1,9 @@
 import t from 'tap'
 import type { BatchGetSecretValueRequest, GetSecretValueRequest } from '@aws-sdk/client-secrets-manager'
 import type { DescribeParametersRequest, GetParametersByPathRequest } from '@aws-sdk/client-ssm'
-import { createAwsSecretsSource, type ParametersApi, type SecretsApi } from '../../agent/src/aws-secrets.js'
-import { isAgentError } from '../../agent/src/errors.js'
-import { rejected } from '../helpers/thrown.js'
+import { createAwsSecretsSource, type ParametersApi, type SecretsApi } from '../../../agent/src/aws/secrets.js'
+import { isAgentError } from '../../../agent/src/core/errors.js'
+import { rejected } from '../../helpers/thrown.js'
 
 const SECRET_VALUE = 's3cr3t-Value-that-must-never-leak'
 const ARN = (name: string) => `arn:aws:secretsmanager:eu-west-1:123456789012:secret:${name}-AbCdEf`

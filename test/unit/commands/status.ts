@@ -4,8 +4,8 @@ import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import t from 'tap'
 import { statusCommand } from '../../../agent/src/commands/status.js'
-import { acquireLock } from '../../../agent/src/lock.js'
-import { watchLockFilePath, watchStateFilePath, writeWatchState, type WatchState } from '../../../agent/src/watch-state.js'
+import { acquireLock } from '../../../agent/src/run/lock.js'
+import { watchLockFilePath, watchStateFilePath, writeWatchState, type WatchState } from '../../../agent/src/watch/state.js'
 
 const capture = async (root: string, json: boolean): Promise<string> => {
   const out = new PassThrough()

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { formatSummary } from '../../../agent/src/commands/summary.js'
-import type { RunState } from '../../../agent/src/state.js'
+import type { RunState } from '../../../agent/src/run/state.js'
 
 const state = (over: Partial<RunState> = {}): RunState => ({
   version: 1, runId: 'r', command: 'run', reason: 'boot', mode: 'aws', pid: 1, startedAt: '2026-11-24T05:00:00.000Z',

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { formatWatch } from '../../../agent/src/commands/watch-summary.js'
-import type { WatchState } from '../../../agent/src/watch-state.js'
+import type { WatchState } from '../../../agent/src/watch/state.js'
 
 const base: WatchState = {
   version: 1, pid: 4242, bootId: 'b', startedAt: '2026-01-01T00:00:00.000Z', lastPollAt: '2026-01-01T00:05:00.000Z',

@@ -1,7 +1,7 @@
 import t from 'tap'
-import { parseAgentConfig } from '../../agent/src/agent-config.js'
-import { resolveSettings } from '../../agent/src/settings.js'
-import { thrown } from '../helpers/thrown.js'
+import { parseAgentConfig } from '../../../agent/src/config/agent-config.js'
+import { resolveSettings } from '../../../agent/src/config/settings.js'
+import { thrown } from '../../helpers/thrown.js'
 
 const N = '/bootstrap/stage/auth'
 

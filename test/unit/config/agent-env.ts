@@ -1,6 +1,6 @@
 import t from 'tap'
-import { parseAgentEnv, readAgentEnv } from '../../agent/src/agent-env.js'
-import { thrown } from '../helpers/thrown.js'
+import { parseAgentEnv, readAgentEnv } from '../../../agent/src/config/agent-env.js'
+import { thrown } from '../../helpers/thrown.js'
 
 t.test('systemd EnvironmentFile subset', async t => {
   t.same(parseAgentEnv([

@@ -1,6 +1,6 @@
 import t from 'tap'
-import { helpFor, parseCli } from '../../agent/src/cli-args.js'
-import { thrown } from '../helpers/thrown.js'
+import { helpFor, parseCli } from '../../../agent/src/config/cli-args.js'
+import { thrown } from '../../helpers/thrown.js'
 
 t.test('commands, flags and tags', async t => {
   const a = parseCli(['run', '--local', '--tag', 'Service=a', '--tag', 'Environment=stage', '--keep-releases', '5', '--json'])

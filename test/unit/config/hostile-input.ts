@@ -8,13 +8,13 @@
 import t from 'tap'
 import fc from 'fast-check'
 import { relative, isAbsolute } from 'node:path'
-import { ConfigError } from '../../agent/src/errors.js'
-import { loadServiceSpec, MANIFEST_MAX_BYTES, parseManifest } from '../../agent/src/manifest.js'
-import { checkBranchName } from '../../agent/src/names.js'
-import { pathsFor } from '../../agent/src/paths.js'
-import { mergeSecrets, type SecretPayload } from '../../agent/src/secrets-source.js'
-import { resolveSettings } from '../../agent/src/settings.js'
-import { rejected } from '../helpers/thrown.js'
+import { ConfigError } from '../../../agent/src/core/errors.js'
+import { loadServiceSpec, MANIFEST_MAX_BYTES, parseManifest } from '../../../agent/src/config/manifest.js'
+import { checkBranchName } from '../../../agent/src/config/names.js'
+import { pathsFor } from '../../../agent/src/core/paths.js'
+import { mergeSecrets, type SecretPayload } from '../../../agent/src/secrets/source.js'
+import { resolveSettings } from '../../../agent/src/config/settings.js'
+import { rejected } from '../../helpers/thrown.js'
 
 const hostile = fc.oneof(
   fc.string({ unit: 'binary', maxLength: 300 }),

@@ -1,16 +1,16 @@
 import t from 'tap'
 import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { loadServiceSpec, parseManifest, resolveServiceSpec } from '../../agent/src/manifest.js'
-import { MANIFEST_SCHEMA } from '../../agent/src/manifest-schema.js'
-import { ConfigError } from '../../agent/src/errors.js'
-import { rejected, thrown } from '../helpers/thrown.js'
+import { loadServiceSpec, parseManifest, resolveServiceSpec } from '../../../agent/src/config/manifest.js'
+import { MANIFEST_SCHEMA } from '../../../agent/src/config/manifest-schema.js'
+import { ConfigError } from '../../../agent/src/core/errors.js'
+import { rejected, thrown } from '../../helpers/thrown.js'
 
 const F = 'bootstrap-agent.json'
 const m = (services: unknown) => JSON.stringify({ version: 1, services })
 
 t.test('schema/manifest.schema.json is the schema the agent validates with', async t => {
-  const file = JSON.parse(await readFile(new URL('../../schema/manifest.schema.json', import.meta.url), 'utf8'))
+  const file = JSON.parse(await readFile(new URL('../../../schema/manifest.schema.json', import.meta.url), 'utf8'))
   t.same(file, JSON.parse(JSON.stringify(MANIFEST_SCHEMA)), 'regenerate with: npm run agent -- manifest-schema > schema/manifest.schema.json')
 })
 

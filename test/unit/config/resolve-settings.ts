@@ -1,9 +1,9 @@
 import t from 'tap'
-import type { InstanceIdentity } from '../../agent/src/identity.js'
-import { resolveWithAgentConfig } from '../../agent/src/resolve-settings.js'
-import type { Seams } from '../../agent/src/run-context.js'
-import type { SecretsSource } from '../../agent/src/secrets-source.js'
-import { rejected } from '../helpers/thrown.js'
+import type { InstanceIdentity } from '../../../agent/src/seams/identity.js'
+import { resolveWithAgentConfig } from '../../../agent/src/config/resolve-settings.js'
+import type { Seams } from '../../../agent/src/run/context.js'
+import type { SecretsSource } from '../../../agent/src/secrets/source.js'
+import { rejected } from '../../helpers/thrown.js'
 
 /** A parameter store of one map; records which names were read. */
 const seamsWith = (params: Record<string, string>) => {

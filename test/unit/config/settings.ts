@@ -1,8 +1,8 @@
 import t from 'tap'
 import { readFile } from 'node:fs/promises'
-import { OPTIONS, resolveConfigLocation, resolveSettings, resolveWatchSettings, type SettingsInput } from '../../agent/src/settings.js'
-import { ConfigError } from '../../agent/src/errors.js'
-import { thrown } from '../helpers/thrown.js'
+import { OPTIONS, resolveConfigLocation, resolveSettings, resolveWatchSettings, type SettingsInput } from '../../../agent/src/config/settings.js'
+import { ConfigError } from '../../../agent/src/core/errors.js'
+import { thrown } from '../../helpers/thrown.js'
 
 const base = (over: Partial<SettingsInput> = {}): SettingsInput => ({
   flags: {},
@@ -115,7 +115,7 @@ t.test('resolveWatchSettings: no tags, no repository needed; the service is opti
 })
 
 t.test("the README's configuration reference has a row for every option", async t => {
-  const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8')
+  const readme = await readFile(new URL('../../../README.md', import.meta.url), 'utf8')
   const reference = readme.slice(readme.indexOf('## Configuration reference'), readme.indexOf('### Tags'))
   // the tag key options share one row ("--tag-key-service etc.", "BOOTSTRAP_TAG_KEY_SERVICE, _ENVIRONMENT, ...")
   for (const o of OPTIONS) {

@@ -1,8 +1,8 @@
 import t from 'tap'
 import { lstat, readFile, readdir, stat, symlink } from 'node:fs/promises'
 import { join } from 'node:path'
-import { removeStaleTemps, writeFileAtomic } from '../../agent/src/atomic-write.js'
-import { isAgentError } from '../../agent/src/errors.js'
+import { removeStaleTemps, writeFileAtomic } from '../../../agent/src/core/atomic-write.js'
+import { isAgentError } from '../../../agent/src/core/errors.js'
 
 const leftovers = async (dir: string) => (await readdir(dir)).filter(n => n.includes('.tmp-'))
 

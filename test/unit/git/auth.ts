@@ -2,10 +2,10 @@ import { randomBytes } from 'node:crypto'
 import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
-import { isAgentError } from '../../agent/src/errors.js'
-import { withGitSession, type GitCredential, type GitSession } from '../../agent/src/git-auth.js'
-import { parseRemote } from '../../agent/src/git-url.js'
-import { rejected } from '../helpers/thrown.js'
+import { isAgentError } from '../../../agent/src/core/errors.js'
+import { withGitSession, type GitCredential, type GitSession } from '../../../agent/src/git/auth.js'
+import { parseRemote } from '../../../agent/src/git/url.js'
+import { rejected } from '../../helpers/thrown.js'
 
 const token = `tok-${randomBytes(12).toString('hex')}`
 const https = parseRemote('https://git.example.com/o/r.git')

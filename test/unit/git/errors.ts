@@ -1,5 +1,5 @@
 import t from 'tap'
-import { branchNotFound, classifyGitFailure, repoEmpty } from '../../agent/src/git-errors.js'
+import { branchNotFound, classifyGitFailure, repoEmpty } from '../../../agent/src/git/errors.js'
 
 const url = 'https://github.com/o/r.git'
 

@@ -1,7 +1,7 @@
 import t from 'tap'
-import { isAgentError } from '../../agent/src/errors.js'
-import { isCleartextToRemoteHost, parseRemote, redactUrl } from '../../agent/src/git-url.js'
-import { thrown } from '../helpers/thrown.js'
+import { isAgentError } from '../../../agent/src/core/errors.js'
+import { isCleartextToRemoteHost, parseRemote, redactUrl } from '../../../agent/src/git/url.js'
+import { thrown } from '../../helpers/thrown.js'
 
 t.test('accepted URLs and what they mean', async (t) => {
   const cases: [string, string, string | undefined][] = [

@@ -6,15 +6,15 @@
 import t from 'tap'
 import type { DescribeInstancesRequest, Instance } from '@aws-sdk/client-ec2'
 import type { GetCommandInvocationResult, SendCommandRequest } from '@aws-sdk/client-ssm'
-import type { Ec2InstancesApi, SsmCommandsApi } from '../../agent/src/aws-ssm-commands.js'
-import { parseCli } from '../../agent/src/cli-args.js'
-import { parseRolloutOptions } from '../../agent/src/commands/rollout.js'
-import { isAgentError } from '../../agent/src/errors.js'
+import type { Ec2InstancesApi, SsmCommandsApi } from '../../../agent/src/aws/ssm-commands.js'
+import { parseCli } from '../../../agent/src/config/cli-args.js'
+import { parseRolloutOptions } from '../../../agent/src/commands/rollout.js'
+import { isAgentError } from '../../../agent/src/core/errors.js'
 import {
   DEFAULT_DOCUMENT, DELIVERY_TIMEOUT_SEC, findTargets, formatRolloutTable, isoDurationMs, parseResultLine, resolveLimit, rowFromInvocation, runRollout,
   type RolloutDeps, type RolloutOptions,
-} from '../../agent/src/rollout.js'
-import { rejected, thrown } from '../helpers/thrown.js'
+} from '../../../agent/src/operator/rollout.js'
+import { rejected, thrown } from '../../helpers/thrown.js'
 
 const sdkError = (name: string, status = 400, message = `${name} happened`) =>
   Object.assign(new Error(message), { name, $fault: status >= 500 ? 'server' : 'client', $metadata: { httpStatusCode: status } })

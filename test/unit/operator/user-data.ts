@@ -8,14 +8,14 @@ import t from 'tap'
 import fc from 'fast-check'
 import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { parseAgentEnv } from '../../agent/src/agent-env.js'
-import { isAgentError } from '../../agent/src/errors.js'
+import { parseAgentEnv } from '../../../agent/src/config/agent-env.js'
+import { isAgentError } from '../../../agent/src/core/errors.js'
 import {
   AGENT_ENV_PARAMS, agentEnvValue, compactUnit, formatAgentEnv, paramHelp, parseParamFlags, renderUserData, shellQuote, USER_DATA_MAX_BYTES,
-} from '../../agent/src/user-data.js'
-import { thrown } from '../helpers/thrown.js'
+} from '../../../agent/src/operator/user-data.js'
+import { thrown } from '../../helpers/thrown.js'
 
-const templateText = readFileSync(new URL('../../user-data/templates/bootstrap.sh.tpl', import.meta.url), 'utf8')
+const templateText = readFileSync(new URL('../../../user-data/templates/bootstrap.sh.tpl', import.meta.url), 'utf8')
 const unit = `# a comment
 [Unit]
 Description=test unit
@@ -208,7 +208,7 @@ t.test('shellQuote: bash reads any string back unchanged (this test runs bash on
   t.same(r.stdout.split('\0').slice(0, -1), samples)
 })
 
-t.test('agentEnvValue: agent-env.ts reads every single-line value back byte-exact', async t => {
+t.test('agentEnvValue: config/agent-env.ts reads every single-line value back byte-exact', async t => {
   fc.assert(fc.property(
     fc.string({ unit: 'binary', minLength: 1 }).filter(v => !/[\r\n\0]/.test(v)),
     v => parseAgentEnv(`K=${agentEnvValue(v)}`, 'agent.env')['K'] === v,

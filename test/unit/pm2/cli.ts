@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { createServer, type Socket } from 'node:net'
-import type { Exec } from '../../agent/src/exec.js'
-import { createPm2, dumpHolds } from '../../agent/src/pm2.js'
+import type { Exec } from '../../../agent/src/core/exec.js'
+import { createPm2, dumpHolds } from '../../../agent/src/pm2/cli.js'
 
 const setup = (t: { teardown(fn: () => void): void }) => {
   const dir = mkdtempSync(join(tmpdir(), 'pm2-dump-'))

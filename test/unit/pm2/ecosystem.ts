@@ -1,6 +1,6 @@
 import t from 'tap'
-import { buildEcosystem, type EcosystemInput } from '../../agent/src/ecosystem.js'
-import { resolveServiceSpec } from '../../agent/src/manifest.js'
+import { buildEcosystem, type EcosystemInput } from '../../../agent/src/pm2/ecosystem.js'
+import { resolveServiceSpec } from '../../../agent/src/config/manifest.js'
 
 const input = (start: object, extra: object = {}): EcosystemInput => ({
   spec: resolveServiceSpec({ version: 1, services: { api: { start, ...extra } as never } }, 'api', 'm.json', undefined),

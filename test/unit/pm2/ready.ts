@@ -7,12 +7,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pino from 'pino'
 import t, { type Test } from 'tap'
-import { pathsFor } from '../../agent/src/paths.js'
-import type { Pm2 } from '../../agent/src/pm2.js'
-import { preparePm2, preparePm2InBackground } from '../../agent/src/pm2-ready.js'
-import { createScrubber } from '../../agent/src/redact.js'
-import type { RunContext, Seams } from '../../agent/src/run-context.js'
-import { resolveSettings } from '../../agent/src/settings.js'
+import { pathsFor } from '../../../agent/src/core/paths.js'
+import type { Pm2 } from '../../../agent/src/pm2/cli.js'
+import { preparePm2, preparePm2InBackground } from '../../../agent/src/pm2/ready.js'
+import { createScrubber } from '../../../agent/src/secrets/redact.js'
+import type { RunContext, Seams } from '../../../agent/src/run/context.js'
+import { resolveSettings } from '../../../agent/src/config/settings.js'
 
 const unused = (what: string) => (): never => {
   throw new Error(`${what} used`)

@@ -9,7 +9,7 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import t, { type Test } from 'tap'
-import { askDaemon } from '../../agent/src/pm2-rpc.js'
+import { askDaemon } from '../../../agent/src/pm2/rpc.js'
 
 const require = createRequire(import.meta.url)
 const pm2Dir = dirname(require.resolve('pm2/package.json'))

@@ -7,11 +7,11 @@ import t from 'tap'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { isAgentError } from '../../agent/src/errors.js'
-import type { Exec, RunResult } from '../../agent/src/exec.js'
-import { ensurePm2Startup, PM2_UNIT, renderPm2Unit, type Pm2StartupOptions } from '../../agent/src/pm2-startup.js'
-import type { ServiceUser } from '../../agent/src/service-user.js'
-import { rejected, thrown } from '../helpers/thrown.js'
+import { isAgentError } from '../../../agent/src/core/errors.js'
+import type { Exec, RunResult } from '../../../agent/src/core/exec.js'
+import { ensurePm2Startup, PM2_UNIT, renderPm2Unit, type Pm2StartupOptions } from '../../../agent/src/pm2/startup.js'
+import type { ServiceUser } from '../../../agent/src/core/service-user.js'
+import { rejected, thrown } from '../../helpers/thrown.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'pm2-startup-'))
 t.teardown(() => rmSync(dir, { recursive: true, force: true }))

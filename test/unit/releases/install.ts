@@ -1,14 +1,14 @@
 /**
- * install.ts on a real temp directory with a fake Exec seam standing in for npm: the install key
+ * releases/install.ts on a real temp directory with a fake Exec seam standing in for npm: the install key
  * (what decides that node_modules may be reused) and how npm ci's failures are reported.
  */
 import t from 'tap'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import type { Exec, RunResult } from '../../agent/src/exec.js'
-import { isAgentError } from '../../agent/src/errors.js'
-import { installKey, npmCi, npmErrorSummary, readInstallKey } from '../../agent/src/install.js'
-import { rejected } from '../helpers/thrown.js'
+import type { Exec, RunResult } from '../../../agent/src/core/exec.js'
+import { isAgentError } from '../../../agent/src/core/errors.js'
+import { installKey, npmCi, npmErrorSummary, readInstallKey } from '../../../agent/src/releases/install.js'
+import { rejected } from '../../helpers/thrown.js'
 
 const lockfile = JSON.stringify({ name: 'app', version: '1.0.0', lockfileVersion: 3, packages: { '': { name: 'app' } } })
 const pkg = (o: Record<string, unknown> = {}) => JSON.stringify({ name: 'app', version: '1.0.0', scripts: { start: 'node s.js' }, ...o })

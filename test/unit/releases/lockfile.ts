@@ -1,5 +1,5 @@
 import t from 'tap'
-import { lockfileProblem, lockfileRefused } from '../../agent/src/lockfile.js'
+import { lockfileProblem, lockfileRefused } from '../../../agent/src/releases/lockfile.js'
 
 const dir = '/srv/app/releases/20260101T000000Z-0123456789ab'
 

@@ -14,7 +14,7 @@ import {
   removeRelease,
   removeStaleTemps,
   switchCurrent,
-} from '../../agent/src/releases.js'
+} from '../../../agent/src/releases/releases.js'
 
 const SHA = '0123456789abcdef0123456789abcdef01234567'
 const meta = (id: string) => ({ id, commit: SHA, branch: 'main', createdAt: '2026-11-24T02:15:00Z' })

@@ -1,8 +1,8 @@
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
-import { probeTimeoutMs, waitHealthy } from '../../agent/src/health.js'
-import type { Pm2, Pm2Process } from '../../agent/src/pm2.js'
+import { probeTimeoutMs, waitHealthy } from '../../../agent/src/run/health.js'
+import type { Pm2, Pm2Process } from '../../../agent/src/pm2/cli.js'
 
 /** PM2 reporting one online instance of "app"; only list() is used by the health gate. */
 const onlinePm2 = (): Pm2 => {

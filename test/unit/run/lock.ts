@@ -3,8 +3,8 @@ import { once } from 'node:events'
 import { readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
-import { acquireLock, breakStaleLock, parseStartTicks, readLockHolder } from '../../agent/src/lock.js'
-import { ExitCode, LockHeldError, isAgentError } from '../../agent/src/errors.js'
+import { acquireLock, breakStaleLock, parseStartTicks, readLockHolder } from '../../../agent/src/run/lock.js'
+import { ExitCode, LockHeldError, isAgentError } from '../../../agent/src/core/errors.js'
 
 const info = { reason: 'test', command: 'bootstrap-agent run --reason test' }
 const bootId = async () => (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim()

@@ -1,9 +1,9 @@
 import t from 'tap'
 import { Writable } from 'node:stream'
 import pino from 'pino'
-import { AgentError, ConfigError } from '../../agent/src/errors.js'
-import { runPhases, type Phase } from '../../agent/src/runner.js'
-import type { RunState } from '../../agent/src/state.js'
+import { AgentError, ConfigError } from '../../../agent/src/core/errors.js'
+import { runPhases, type Phase } from '../../../agent/src/run/runner.js'
+import type { RunState } from '../../../agent/src/run/state.js'
 
 const setup = () => {
   const lines: Record<string, unknown>[] = []

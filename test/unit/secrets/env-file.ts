@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import t from 'tap'
 import fc from 'fast-check'
-import { ENV_FILE_HEADER, isValidEnvKey, parseEnv, serializeEnv } from '../../agent/src/env-file.js'
-import { isAgentError, type AgentError } from '../../agent/src/errors.js'
+import { ENV_FILE_HEADER, isValidEnvKey, parseEnv, serializeEnv } from '../../../agent/src/secrets/env-file.js'
+import { isAgentError, type AgentError } from '../../../agent/src/core/errors.js'
 
 const roundTrip = (m: Record<string, string>) => parseEnv(serializeEnv(m), 'test.env')
 // order-insensitive and prototype-insensitive comparison of two maps

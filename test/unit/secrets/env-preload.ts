@@ -16,14 +16,14 @@ import { writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { writeFileAtomic } from '../../agent/src/atomic-write.js'
-import { serializeEnv } from '../../agent/src/env-file.js'
+import { writeFileAtomic } from '../../../agent/src/core/atomic-write.js'
+import { serializeEnv } from '../../../agent/src/secrets/env-file.js'
 
-const repo = fileURLToPath(new URL('../..', import.meta.url))
-const preload = join(repo, 'dist', 'env-preload.js')
+const repo = fileURLToPath(new URL('../../..', import.meta.url))
+const preload = join(repo, 'dist', 'secrets', 'env-preload.js')
 
 const stale = () =>
-  ['env-preload', 'env-file', 'errors'].some(m => {
+  ['secrets/env-preload', 'secrets/env-file', 'core/errors'].some(m => {
     const out = join(repo, 'dist', `${m}.js`)
     return !existsSync(out) || statSync(out).mtimeMs < statSync(join(repo, 'agent', 'src', `${m}.ts`)).mtimeMs
   })
@@ -60,7 +60,7 @@ const childEnv = (file: string): Record<string, string> => {
   return Object.fromEntries(Object.entries(parsed))
 }
 
-// Same shape as in env-file.ts's property: any code point plus the characters dotenv mangles.
+// Same shape as in secrets/env-file.ts's property: any code point plus the characters dotenv mangles.
 const nasty = fc.constantFrom(
   '\n', '\r', '\r\n', '"', "'", '`', '\\', '\\n', '#', '$', '${X}', '=', ' ', '\t', 'e\u0301', '😀', '\u2028',
 )

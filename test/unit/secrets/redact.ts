@@ -1,5 +1,5 @@
 import t from 'tap'
-import { createScrubber, MASK } from '../../agent/src/redact.js'
+import { createScrubber, MASK } from '../../../agent/src/secrets/redact.js'
 
 t.test('masks known values wherever they appear', async t => {
   const s = createScrubber()

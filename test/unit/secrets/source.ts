@@ -1,7 +1,7 @@
 import t from 'tap'
-import { mergeSecrets, parameterKey, secretToPairs, type SecretPayload } from '../../agent/src/secrets-source.js'
-import { ConfigError } from '../../agent/src/errors.js'
-import { thrown } from '../helpers/thrown.js'
+import { mergeSecrets, parameterKey, secretToPairs, type SecretPayload } from '../../../agent/src/secrets/source.js'
+import { ConfigError } from '../../../agent/src/core/errors.js'
+import { thrown } from '../../helpers/thrown.js'
 
 const str = (o: unknown): SecretPayload => ({ kind: 'string', text: JSON.stringify(o) })
 

@@ -1,9 +1,9 @@
 import { Writable } from 'node:stream'
 import pino from 'pino'
 import t from 'tap'
-import type { HookOutcome, LifecycleHook } from '../../agent/src/lifecycle-hook.js'
-import { watchLoop, type WatchLoopOptions } from '../../agent/src/watch-loop.js'
-import type { WatchState } from '../../agent/src/watch-state.js'
+import type { HookOutcome, LifecycleHook } from '../../../agent/src/seams/lifecycle-hook.js'
+import { watchLoop, type WatchLoopOptions } from '../../../agent/src/watch/loop.js'
+import type { WatchState } from '../../../agent/src/watch/state.js'
 
 const silent = () => pino({ level: 'debug' }, new Writable({ write: (_c, _e, done) => done() }))
 

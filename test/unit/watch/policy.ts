@@ -1,5 +1,5 @@
 import t from 'tap'
-import { decide, isTermination, parseSpotAction, pollDelay, type Memory, type Observation } from '../../agent/src/watch-policy.js'
+import { decide, isTermination, parseSpotAction, pollDelay, type Memory, type Observation } from '../../../agent/src/watch/policy.js'
 
 const fresh: Memory = { previousTarget: 'InService', drained: false, hookAnswered: false, runInProgress: false }
 const obs = (targetState: string | undefined, spot?: Observation['spot']): Observation => ({ targetState, spot })

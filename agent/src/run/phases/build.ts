@@ -1,9 +1,9 @@
 import { join } from 'node:path'
-import { AgentError } from '../errors.js'
-import { readInstallKey } from '../install.js'
-import { markReleaseComplete } from '../releases.js'
+import { AgentError } from '../../core/errors.js'
+import { readInstallKey } from '../../releases/install.js'
+import { markReleaseComplete } from '../../releases/releases.js'
 import type { Phase } from '../runner.js'
-import { need, type RunContext } from '../run-context.js'
+import { need, type RunContext } from '../context.js'
 
 /**
  * The manifest's build command (as the service user, no shell, no secrets in its environment),

@@ -1,7 +1,7 @@
 import { join } from 'node:path'
-import { listReleases, pickReleasesToPrune, readCurrent, readReleaseMeta, removeRelease } from '../releases.js'
+import { listReleases, pickReleasesToPrune, readCurrent, readReleaseMeta, removeRelease } from '../../releases/releases.js'
 import type { Phase } from '../runner.js'
-import { need, type RunContext } from '../run-context.js'
+import { need, type RunContext } from '../context.js'
 
 /** Keep the newest N good releases; never the live one or the last good one. */
 export const cleanup: Phase<RunContext> = {

@@ -3,11 +3,11 @@
  * {"username": "...", "token": "..."} for HTTPS, {"sshPrivateKey": "..."} for a deploy key.
  * The values go to the run's scrubber at once, so no log line can carry them.
  */
-import { ConfigError } from '../errors.js'
-import type { GitCredential } from '../git.js'
-import { quote } from '../names.js'
-import type { Scrubber } from '../redact.js'
-import type { SecretsSource } from '../secrets-source.js'
+import { ConfigError } from '../../core/errors.js'
+import type { GitCredential } from '../../git/client.js'
+import { quote } from '../../config/names.js'
+import type { Scrubber } from '../../secrets/redact.js'
+import type { SecretsSource } from '../../secrets/source.js'
 
 export const readGitCredential = async (source: SecretsSource, id: string, scrubber: Scrubber): Promise<GitCredential> => {
   const payload = (await source.getSecrets([id])).get(id)

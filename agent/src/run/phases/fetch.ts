@@ -1,15 +1,15 @@
 import { join } from 'node:path'
-import { ensureDir, exists } from '../dirs.js'
-import { ConfigError } from '../errors.js'
-import type { Git, GitCredential } from '../git.js'
-import { branchNotFound, repoEmpty } from '../git-errors.js'
-import { loadServiceSpec } from '../manifest.js'
-import { readCurrent, readReleaseMeta, releaseId, removeRelease, removeStaleTemps } from '../releases.js'
+import { ensureDir, exists } from '../../core/dirs.js'
+import { ConfigError } from '../../core/errors.js'
+import type { Git, GitCredential } from '../../git/client.js'
+import { branchNotFound, repoEmpty } from '../../git/errors.js'
+import { loadServiceSpec } from '../../config/manifest.js'
+import { readCurrent, readReleaseMeta, releaseId, removeRelease, removeStaleTemps } from '../../releases/releases.js'
 import type { Phase } from '../runner.js'
-import { need, type RunContext } from '../run-context.js'
-import { ensureServiceUser } from '../service-user.js'
-import type { Settings } from '../settings.js'
-import { isWarmPrepared } from '../warm-pool.js'
+import { need, type RunContext } from '../context.js'
+import { ensureServiceUser } from '../../core/service-user.js'
+import type { Settings } from '../../config/settings.js'
+import { isWarmPrepared } from '../../releases/warm-pool.js'
 import { readGitCredential } from './credential.js'
 import { readSecretSourcesInBackground } from './secrets.js'
 
@@ -47,7 +47,7 @@ export const fetch: Phase<RunContext> = {
     ctx.liveRelease = await readCurrent(p.serviceDir)
     const liveDir = ctx.liveRelease && join(p.releasesDir, ctx.liveRelease)
     const liveMeta = liveDir ? await readReleaseMeta(liveDir) : undefined
-    // a release a warm-pool run prepared is reused too (warm-pool.ts); a branch that moved meanwhile is not
+    // a release a warm-pool run prepared is reused too (releases/warm-pool.ts); a branch that moved meanwhile is not
     const prepared = liveMeta !== undefined && !liveMeta.good && (await isWarmPrepared(p.serviceDir, liveMeta.id))
     if (liveDir && (liveMeta?.good || prepared) && liveMeta.commit === head) {
       ctx.spec = await loadServiceSpec(liveDir, s.manifestFile, s.service)

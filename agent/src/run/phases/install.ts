@@ -1,10 +1,10 @@
 import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { copyNodeModules, npmCi, readInstallKey } from '../install.js'
-import { preparePm2InBackground } from '../pm2-ready.js'
-import { listReleases, readReleaseMeta } from '../releases.js'
+import { copyNodeModules, npmCi, readInstallKey } from '../../releases/install.js'
+import { preparePm2InBackground } from '../../pm2/ready.js'
+import { listReleases, readReleaseMeta } from '../../releases/releases.js'
 import type { Phase } from '../runner.js'
-import { need, type RunContext } from '../run-context.js'
+import { need, type RunContext } from '../context.js'
 
 /** `npm ci`, or node_modules hard-linked from the newest good release with the same install key. */
 export const install: Phase<RunContext> = {

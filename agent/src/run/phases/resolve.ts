@@ -1,8 +1,8 @@
-import { pathsFor } from '../paths.js'
+import { pathsFor } from '../../core/paths.js'
 import type { Phase } from '../runner.js'
-import { need, type RunContext } from '../run-context.js'
-import { resolveWithAgentConfig } from '../resolve-settings.js'
-import { effectiveSettings } from '../settings.js'
+import { need, type RunContext } from '../context.js'
+import { resolveWithAgentConfig } from '../../config/resolve-settings.js'
+import { effectiveSettings } from '../../config/settings.js'
 
 /** Tags + flags + environment -> Settings (pure); logs every effective value (none is secret). */
 export const resolve: Phase<RunContext> = {

@@ -1,12 +1,12 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { writeFileAtomic } from '../atomic-write.js'
-import { messageOf, type AgentError } from '../errors.js'
+import { writeFileAtomic } from '../../core/atomic-write.js'
+import { messageOf, type AgentError } from '../../core/errors.js'
 import { waitHealthy } from '../health.js'
-import { listReleases, readReleaseMeta, removeRelease, switchCurrent } from '../releases.js'
+import { listReleases, readReleaseMeta, removeRelease, switchCurrent } from '../../releases/releases.js'
 import type { PhaseResult } from '../runner.js'
-import { loadServiceSpec, type ServiceSpec } from '../manifest.js'
-import { need, type RunContext } from '../run-context.js'
+import { loadServiceSpec, type ServiceSpec } from '../../config/manifest.js'
+import { need, type RunContext } from '../context.js'
 import { ecosystemFor } from './start.js'
 
 /**

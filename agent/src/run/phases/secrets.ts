@@ -1,9 +1,9 @@
 import { readFile } from 'node:fs/promises'
-import { ConfigError, errnoCode } from '../errors.js'
-import { serializeEnv } from '../env-file.js'
+import { ConfigError, errnoCode } from '../../core/errors.js'
+import { serializeEnv } from '../../secrets/env-file.js'
 import type { Phase } from '../runner.js'
-import { need, type RunContext } from '../run-context.js'
-import { mergeSecrets, secretIdsToFetch, type MergeInput } from '../secrets-source.js'
+import { need, type RunContext } from '../context.js'
+import { mergeSecrets, secretIdsToFetch, type MergeInput } from '../../secrets/source.js'
 
 /**
  * The values of every secret source of the settings, read once per run. `fetch` begins the reads

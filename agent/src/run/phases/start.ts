@@ -1,24 +1,24 @@
 import { readFile } from 'node:fs/promises'
-import { writeFileAtomic } from '../atomic-write.js'
-import { buildEcosystem } from '../ecosystem.js'
-import { errnoCode } from '../errors.js'
-import { agentFile } from '../agent-files.js'
-import { dumpHolds } from '../pm2.js'
-import { preparePm2 } from '../pm2-ready.js'
-import type { ServiceSpec } from '../manifest.js'
-import type { Paths } from '../paths.js'
+import { writeFileAtomic } from '../../core/atomic-write.js'
+import { buildEcosystem } from '../../pm2/ecosystem.js'
+import { errnoCode } from '../../core/errors.js'
+import { agentFile } from '../../secrets/agent-files.js'
+import { dumpHolds } from '../../pm2/cli.js'
+import { preparePm2 } from '../../pm2/ready.js'
+import type { ServiceSpec } from '../../config/manifest.js'
+import type { Paths } from '../../core/paths.js'
 import type { Phase } from '../runner.js'
-import { need, type RunContext } from '../run-context.js'
-import { WARM_POOL_DETAIL } from '../warm-pool.js'
+import { need, type RunContext } from '../context.js'
+import { WARM_POOL_DETAIL } from '../../releases/warm-pool.js'
 
 /**
  * PM2: (re)write the ecosystem file, then start the app (new, or its definition changed) or
  * reload it (new release or new secrets), and `pm2 save` so PM2's resurrection at reboot brings
- * back exactly this (skipped when the dump already holds this definition: pm2.ts `dumpHolds`). An app already online with nothing changed is left alone.
+ * back exactly this (skipped when the dump already holds this definition: pm2/cli.ts `dumpHolds`). An app already online with nothing changed is left alone.
  *
  * Before the first PM2 call (which would fork the daemon into the caller's control group), the
  * daemon is put under its own unit, bootstrap-pm2.service, which also resurrects the saved apps
- * at boot (pm2-startup.ts; on an instance only).
+ * at boot (pm2/startup.ts; on an instance only).
  */
 /** The ecosystem file's text for a service spec on this instance (rollback writes the restored
  * release's back with it). */
@@ -37,7 +37,7 @@ export const start: Phase<RunContext> = {
     const p = need(ctx.paths, 'paths')
     const spec = need(ctx.spec, 'spec')
     const pm2 = (ctx.pm2 ??= ctx.seams.pm2(s, p, ctx.user))
-    // begun during npm ci on a first boot (pm2-ready.ts); otherwise done here
+    // begun during npm ci on a first boot (pm2/ready.ts); otherwise done here
     const early = ctx.pm2Ready !== undefined
     const resurrection = await preparePm2(ctx)
     const also = `${resurrection ? `; ${resurrection}` : ''}${early ? '; PM2 made ready during install' : ''}`

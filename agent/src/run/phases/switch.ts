@@ -1,9 +1,9 @@
-import { writeFileAtomic, removeStaleTemps } from '../atomic-write.js'
-import { ensureDir, exists } from '../dirs.js'
+import { writeFileAtomic, removeStaleTemps } from '../../core/atomic-write.js'
+import { ensureDir, exists } from '../../core/dirs.js'
 import { basename, join } from 'node:path'
-import { switchCurrent } from '../releases.js'
+import { switchCurrent } from '../../releases/releases.js'
 import type { Phase } from '../runner.js'
-import { need, type RunContext } from '../run-context.js'
+import { need, type RunContext } from '../context.js'
 
 /**
  * Written before `switch` changes anything live, removed by `verify` once the service runs what is

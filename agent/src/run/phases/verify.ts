@@ -1,10 +1,10 @@
 import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { waitHealthy } from '../health.js'
-import { markReleaseGood } from '../releases.js'
+import { markReleaseGood } from '../../releases/releases.js'
 import type { Phase } from '../runner.js'
-import { need, type RunContext } from '../run-context.js'
-import { clearWarmPrepared, markWarmPrepared, WARM_POOL_DETAIL } from '../warm-pool.js'
+import { need, type RunContext } from '../context.js'
+import { clearWarmPrepared, markWarmPrepared, WARM_POOL_DETAIL } from '../../releases/warm-pool.js'
 import { restartPendingFile } from './switch.js'
 
 /** The health gate; a pass marks the release good (a rollback target from now on). */
@@ -28,9 +28,9 @@ export const verify: Phase<RunContext> = {
       timeoutMs: s.healthTimeoutMs,
       // nothing was restarted: the app has been online all along, no need to watch it again
       stableMs: ctx.started ? s.stableWindowMs : 0,
-      // a (re)started app answers within a few hundred ms: polling at health.ts's default 250 ms
+      // a (re)started app answers within a few hundred ms: polling at run/health.ts's default 250 ms
       // added up to a whole interval to every deploy. A poll is cheap now (the PM2 daemon's list
-      // over its socket, pm2-rpc.ts, and one local HTTP request)
+      // over its socket, pm2/rpc.ts, and one local HTTP request)
       pollMs: 50,
       pm2,
       logFiles: [join(p.appLogDir, `${spec.name}-error.log`), join(p.appLogDir, `${spec.name}-out.log`)],
