@@ -15,6 +15,7 @@ import { PHASE_NAMES } from '../run/pipeline.js'
 import { readCurrent, readReleaseMeta } from '../releases/releases.js'
 import type { Seams } from '../run/context.js'
 import { resolveWithAgentConfig } from '../config/resolve-settings.js'
+import { serviceReachProblem } from '../run/service-reach.js'
 import { warmPoolTarget } from '../releases/warm-pool.js'
 import type { SettingsInput } from '../config/settings.js'
 import { parameterKey, secretIdsToFetch } from '../secrets/source.js'
@@ -32,6 +33,8 @@ export interface Plan {
   root: string
   agentConfig: string | null
   serviceUser: string | undefined
+  /** null when the service user reaches everything it must (or the agent is not root) */
+  serviceUserReach: { problem: string; remedy: string } | null
   instance: { id: string; source: string; lifecycleState: string | null }
   lifecycleHook: string
   secrets: { secretIds: readonly string[]; secretsExist: Record<string, boolean> | null; parameterPaths: readonly string[]; parameterKeys: Record<string, string[]> | null; requiredEnv: string[]; gitCredentialSecret: string | null }
@@ -76,7 +79,12 @@ export const makePlan = async (input: Omit<SettingsInput, 'tags'>, seams: Seams)
       ? 'commit already live: refresh secrets if changed, keep the release'
       : `deploy ${commit.slice(0, 12)} as a new release${live ? ` (replacing ${live})` : ''}`
   const warm = warmPoolTarget(id.lifecycleState)
-  const action = warm ? `${deploy}; warm pool (${warm}): prepare only, start nothing` : deploy
+  const unreachable = await serviceReachProblem(seams.exec, s.serviceUser ?? 'bootstrap-app', p, s.repository)
+  const action = unreachable
+    ? `would fail before changing anything (exit 2, ${unreachable.code}): see service user`
+    : warm
+      ? `${deploy}; warm pool (${warm}): prepare only, start nothing`
+      : deploy
   const eco = spec
     ? buildEcosystem({ spec, current: p.current, envFile: p.envFile, appLogDir: p.appLogDir, preload: agentFile('env-preload.js'), wrapper: agentFile('run-with-env.js'), npmBin: 'npm' })
     : undefined
@@ -103,6 +111,7 @@ export const makePlan = async (input: Omit<SettingsInput, 'tags'>, seams: Seams)
     root: s.root,
     agentConfig: configSource ?? null,
     serviceUser: s.serviceUser,
+    serviceUserReach: unreachable ? { problem: unreachable.message, remedy: unreachable.remedy } : null,
     instance: { id: id.instanceId, source: id.source, lifecycleState: id.lifecycleState ?? null },
     lifecycleHook,
     secrets: { secretIds: s.secretIds, secretsExist, parameterPaths: s.parameterPaths, parameterKeys, requiredEnv: spec?.requiredEnv ?? [], gitCredentialSecret: s.gitCredentialSecret ?? null },
@@ -134,6 +143,7 @@ export const formatPlan = (plan: Plan): string => {
     `  build           ${plan.build ? plan.build.join(' ') : '(none)'}`,
     `  lifecycle hook  ${plan.lifecycleHook}`,
     `  root            ${plan.root} (service user ${plan.serviceUser})`,
+    ...(plan.serviceUserReach ? [`  service user    ${plan.serviceUserReach.problem}`, `    what to do: ${plan.serviceUserReach.remedy}`] : []),
     `  agent config    ${plan.agentConfig ?? '(no configuration parameter)'}`,
     `  phases          ${plan.phases.join(' -> ')}`,
   ]

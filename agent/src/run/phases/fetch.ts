@@ -8,6 +8,7 @@ import { readCurrent, readReleaseMeta, releaseId, removeRelease, removeStaleTemp
 import type { Phase } from '../runner.js'
 import { need, type RunContext } from '../context.js'
 import { ensureServiceUser } from '../../core/service-user.js'
+import { serviceReachProblem } from '../service-reach.js'
 import type { Settings } from '../../config/settings.js'
 import { isWarmPrepared } from '../../releases/warm-pool.js'
 import { readGitCredential } from './credential.js'
@@ -24,7 +25,12 @@ export const fetch: Phase<RunContext> = {
   async run(ctx) {
     const s = need(ctx.settings, 'settings')
     const p = need(ctx.paths, 'paths')
-    const user = await ensureServiceUser(ctx.seams.exec, s.serviceUser ?? 'bootstrap-app', { create: true })
+    const userName = s.serviceUser ?? 'bootstrap-app'
+    // before anything is written (the user included): a root the service user cannot reach would
+    // fail deep inside git, blamed on git
+    const unreachable = await serviceReachProblem(ctx.seams.exec, userName, p, s.repository)
+    if (unreachable) throw unreachable
+    const user = await ensureServiceUser(ctx.seams.exec, userName, { create: true })
     ctx.user = user
     if (user.created) ctx.log.info({ user: user.name, uid: user.uid }, 'created service user')
     const owner = user.switchTo
