@@ -29,6 +29,11 @@ if (!have('curl')) need.push('curl')
 // the shipped units are checked with `systemd-analyze verify` (test/integration/systemd.ts); the
 // package installs fine where systemd is not PID 1, and nothing here starts it
 if (!have('systemd-analyze')) need.push('systemd')
+// the boot tier (test/boot/) boots a Debian rootfs with systemd as PID 1 under systemd-nspawn;
+// scripts/boot-setup.mjs builds the rootfs with debootstrap and the Node tarball with xz
+if (!have('systemd-nspawn')) need.push('systemd-container')
+if (!have('debootstrap')) need.push('debootstrap')
+if (!have('xz')) need.push('xz-utils')
 if (need.length) aptInstall(need)
 console.log('test prerequisites ok: git', execFileSync('git', ['--version']).toString().trim())
 // `sshd -V` does not exist; an unknown option makes sshd print its usage with the version
@@ -72,3 +77,6 @@ if (existsSync(motoServer) && stamped === MOTO_VERSION) {
   writeFileSync(stamp, `${MOTO_VERSION}\n`)
   console.log(`test prerequisites ok: installed moto ${MOTO_VERSION}${stamped ? ` (was ${stamped})` : ''} into .cache/moto-venv`)
 }
+
+// the boot tier's rootfs and Node tarball, cached under .cache/boot/
+execFileSync(process.execPath, [join(dirname(fileURLToPath(import.meta.url)), 'boot-setup.mjs')], { stdio: 'inherit' })
