@@ -1,10 +1,21 @@
 /**
  * One run at a time. The lock file is created atomically *with its content*: the holder is written
  * to a temp file which is then link(2)ed into place, and link fails with EEXIST when the lock is
- * held, so no reader ever sees a half-written holder. A holder that is provably gone (another boot,
- * a dead pid, a reused pid) is broken; a live one fails the run with LockHeldError (exit 3).
+ * held, so no reader ever sees a half-written holder. A holder that is provably gone (a dead pid,
+ * a pid reused by another process, a pid that is now this very run's) is broken; a live one fails
+ * the run with LockHeldError (exit 3).
+ *
+ * Who the holder is: its pid, that process's start time and its command line, all read from
+ * /proc, which every process of a boot sees alike. The boot id is only a hint (it words the
+ * reason as "before the last reboot"), never a verdict: processes of one boot can read different
+ * boot ids. Under systemd-nspawn, a unit with ProtectKernelTunables=yes (the agent's and the
+ * watch's) reads the kernel's /proc/sys/kernel/random/boot_id while an unsandboxed process (an
+ * SSM run, `status`) reads the container's; judged by boot id, each would take the other's live
+ * lock for a leftover, break it, and report a running watch as gone. After a real reboot, a
+ * leftover's pid is dead, or belongs to a process started at another time or running another
+ * program, or is the new run's own.
  */
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { link, lstat, mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { dirname } from 'node:path'
@@ -13,9 +24,12 @@ import { parseJsonObject } from '../core/json-object.js'
 
 export interface LockHolder {
   pid: number
+  /** a hint only (see above) */
   bootId: string
   /** start time of `pid` in clock ticks since boot (field 22 of /proc/<pid>/stat) */
   startTicks: string
+  /** sha256 of /proc/<pid>/cmdline when the lock was taken; absent in locks of older agents */
+  cmdlineSha256?: string
   startedAt: string
   reason: string
   command: string
@@ -70,6 +84,12 @@ const startTicksOf = async (pid: number): Promise<string | undefined> => {
   return stat === undefined ? undefined : parseStartTicks(stat)
 }
 
+/** Undefined when it cannot be told (no /proc, the process just exited). */
+const cmdlineSha256Of = async (pid: number): Promise<string | undefined> => {
+  const cmdline = await readFile(`/proc/${pid}/cmdline`).catch(() => undefined)
+  return cmdline === undefined ? undefined : createHash('sha256').update(cmdline).digest('hex')
+}
+
 const currentBootId = async (): Promise<string> =>
   (await readFile('/proc/sys/kernel/random/boot_id', 'utf8').catch(() => '')).trim()
 
@@ -91,8 +111,8 @@ const parseHolder = (raw: string): StoredHolder | undefined => {
     const x = o[k]
     return typeof x === 'string' ? x : undefined
   }
-  const [bootId, startTicks, startedAt, reason, command, host, nonce] = [
-    s('bootId'), s('startTicks'), s('startedAt'), s('reason'), s('command'), s('hostname'), s('nonce'),
+  const [bootId, startTicks, cmdlineSha256, startedAt, reason, command, host, nonce] = [
+    s('bootId'), s('startTicks'), s('cmdlineSha256'), s('startedAt'), s('reason'), s('command'), s('hostname'), s('nonce'),
   ]
   const pid = o.pid
   // pid must be a positive integer: kill(0 or -n, 0) would probe a whole process group.
@@ -101,7 +121,7 @@ const parseHolder = (raw: string): StoredHolder | undefined => {
   if (reason === undefined || command === undefined || host === undefined || nonce === undefined) {
     return undefined
   }
-  return { pid, bootId, startTicks, startedAt, reason, command, hostname: host, nonce }
+  return { pid, bootId, startTicks, ...(cmdlineSha256 === undefined ? {} : { cmdlineSha256 }), startedAt, reason, command, hostname: host, nonce }
 }
 
 const publicHolder = ({ nonce: _nonce, ...h }: StoredHolder): LockHolder => h
@@ -117,6 +137,10 @@ const observe = async (path: string): Promise<Seen | undefined> => {
   }
 }
 
+/** Nonces of the locks this process holds: a lock naming our pid and start time that is not
+ * among them was taken by an earlier boot's process that happened to get both. */
+const ownNonces = new Set<string>()
+
 /** Why the lock is stale, or undefined while its holder may still be running. */
 const staleReason = async (seen: Seen): Promise<string | undefined> => {
   const h = seen.holder
@@ -126,12 +150,13 @@ const staleReason = async (seen: Seen): Promise<string | undefined> => {
     return `the lock file is unreadable and ${Math.round(age / 1000)}s old`
   }
   const bootId = await currentBootId()
-  if (h.bootId && bootId && h.bootId !== bootId) return `it was taken before the last reboot`
-  if (!isAlive(h.pid)) return `pid ${h.pid} is no longer running`
+  const hint = (why: string) => (h.bootId && bootId && h.bootId !== bootId ? `it was taken before the last reboot (${why})` : why)
+  if (!isAlive(h.pid)) return hint(`pid ${h.pid} is no longer running`)
   const ticks = await startTicksOf(h.pid)
-  if (ticks !== undefined && h.startTicks && ticks !== h.startTicks) {
-    return `pid ${h.pid} now belongs to another process (pid reused)`
-  }
+  if (ticks !== undefined && h.startTicks && ticks !== h.startTicks) return hint(`pid ${h.pid} now belongs to another process (pid reused)`)
+  const cmdline = await cmdlineSha256Of(h.pid)
+  if (cmdline !== undefined && h.cmdlineSha256 && cmdline !== h.cmdlineSha256) return hint(`pid ${h.pid} now runs another program (pid reused)`)
+  if (h.pid === process.pid && !ownNonces.has(h.nonce)) return hint(`pid ${h.pid} is now this process, which did not take it`)
   return undefined
 }
 
@@ -197,6 +222,7 @@ const releaser = (path: string, me: StoredHolder) => {
     const seen = await observe(path)
     const h = seen?.holder
     // Ours only if the nonce matches: after our lock was (wrongly) broken, the file is someone else's.
+    ownNonces.delete(me.nonce)
     if (!h || h.nonce !== me.nonce || h.pid !== me.pid || h.startTicks !== me.startTicks) return
     await unlink(path).catch((e: unknown) => {
       if (errnoCode(e) !== 'ENOENT') throw ioError('release', path, e)
@@ -215,6 +241,7 @@ export const acquireLock = async (
     pid: process.pid,
     bootId: await currentBootId(),
     startTicks: (await startTicksOf(process.pid)) ?? '',
+    ...await cmdlineSha256Of(process.pid).then(c => (c === undefined ? {} : { cmdlineSha256: c })),
     startedAt: new Date().toISOString(),
     reason: info.reason,
     command: info.command,
@@ -222,6 +249,9 @@ export const acquireLock = async (
     nonce: randomHex(),
   }
   const raw = `${JSON.stringify(me)}\n`
+  // before the link, so that a second acquire in this process never takes our lock for a
+  // leftover (a nonce that never made it into a lock stays unused)
+  ownNonces.add(me.nonce)
   let broke: { holder?: StoredHolder; reason: string } | undefined
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
     if (await tryCreate(path, raw)) {

@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { once } from 'node:events'
 import { readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { acquireLock, breakStaleLock, parseStartTicks, readLockHolder } from '../../../agent/src/run/lock.js'
 import { ExitCode, LockHeldError, isAgentError } from '../../../agent/src/core/errors.js'
 
@@ -35,6 +36,22 @@ const deadPid = async () => {
   if (child.pid === undefined) throw new Error('could not spawn `true`')
   return child.pid
 }
+
+// Also on purpose: a live process that is not this one, killed at the end of the test.
+const liveProcess = async (t: Test) => {
+  const child = spawn('sleep', ['600'], { stdio: 'ignore' })
+  t.teardown(() => void child.kill('SIGKILL'))
+  await once(child, 'spawn')
+  const pid = child.pid ?? 0
+  // the exec of `sleep` has happened once its cmdline says so
+  for (let cmdline = ''; !cmdline.startsWith('sleep'); cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')) await new Promise(r => setImmediate(r))
+  return {
+    pid,
+    startTicks: parseStartTicks(await readFile(`/proc/${pid}/stat`, 'utf8')) ?? '',
+    cmdlineSha256: createHash('sha256').update(await readFile(`/proc/${pid}/cmdline`)).digest('hex'),
+  }
+}
+const OTHER_BOOT = '00000000-0000-0000-0000-000000000000'
 
 t.test('parseStartTicks counts fields after the last paren of comm', async (t) => {
   const tail = 'S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 987654 20 21'
@@ -80,7 +97,8 @@ t.test('stale holders are broken and reported', async (t) => {
   const cases: [string, () => Promise<Record<string, unknown>>, RegExp][] = [
     ['dead pid', async () => ({ pid: await deadPid() }), /no longer running/],
     ['pid reused (our pid, other start time)', async () => ({ startTicks: '1' }), /pid reused/],
-    ['another boot', async () => ({ bootId: '00000000-0000-0000-0000-000000000000' }), /reboot/],
+    ['dead pid, another boot id', async () => ({ pid: await deadPid(), bootId: OTHER_BOOT }), /^it was taken before the last reboot \(pid \d+ is no longer running\)$/],
+    ['our pid and start time, a lock we did not take (an earlier boot)', async () => ({ bootId: OTHER_BOOT }), /before the last reboot \(pid \d+ is now this process, which did not take it\)/],
   ]
   for (const [name, over, reason] of cases) {
     t.test(name, async (t) => {
@@ -96,6 +114,29 @@ t.test('stale holders are broken and reported', async (t) => {
       await lock.release()
     })
   }
+})
+
+t.test('another boot id but a live holder (another view of this boot, e.g. a sandboxed unit under nspawn): held', async (t) => {
+  const path = join(t.testdir(), 'lock')
+  const live = await liveProcess(t)
+  await writeLock(path, { ...live, bootId: OTHER_BOOT })
+  t.match(await readLockHolder(path), { pid: live.pid, bootId: OTHER_BOOT }, 'status sees it running')
+  const err = await acquireLock(path, info).catch((e: unknown) => e)
+  t.ok(err instanceof LockHeldError, 'a second run does not break it')
+  t.match(String(err), `pid ${live.pid}`)
+  await writeLock(path, { ...live })
+  t.match(await readLockHolder(path), { pid: live.pid }, 'a lock without a command line fingerprint (an older agent) is judged by pid and start time')
+})
+
+t.test('a live pid with the same start time that runs another program: stale', async (t) => {
+  const path = join(t.testdir(), 'lock')
+  const live = await liveProcess(t)
+  await writeLock(path, { ...live, cmdlineSha256: '0'.repeat(64), bootId: OTHER_BOOT })
+  t.equal(await readLockHolder(path), undefined)
+  const lock = await acquireLock(path, info)
+  t.match(lock.staleReason, /before the last reboot \(pid \d+ now runs another program \(pid reused\)\)/)
+  t.match(await readLockHolder(path), { pid: process.pid, cmdlineSha256: /^[0-9a-f]{64}$/ }, 'ours records our command line fingerprint')
+  await lock.release()
 })
 
 t.test('unreadable lock: left alone while fresh, broken once old', async (t) => {
