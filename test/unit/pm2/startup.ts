@@ -4,6 +4,7 @@
  * calls it makes on a first and on a converged run, a stray daemon, and failures.
  */
 import t from 'tap'
+import { execFileSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -129,4 +130,23 @@ t.test('the unit refuses what it cannot carry unquoted', async t => {
     const e = thrown(() => renderPm2Unit({ ...spec, pm2Home: '/var/lib/bootstrap-agent/home/.pm2', user: 'bootstrap-app', ...over }))
     t.ok(isAgentError(e) && e.code === 'PM2_UNIT_PATH', what)
   }
+})
+
+// This test runs /bin/sh on purpose: the unit's ExecStartPre line, as systemd would run it.
+t.test('the first start finds an empty list instead of no dump; a saved dump (or its backup) is left alone', async t => {
+  const s = setup('dump')
+  const line = renderPm2Unit({ ...spec, pm2Home: s.pm2Home, user: 'bootstrap-app' }).split('\n').find(l => l.startsWith('ExecStartPre='))
+  const script = /^ExecStartPre=-\/bin\/sh -c '(.*)'$/.exec(line ?? '')?.[1]
+  t.ok(script, `an ExecStartPre that may fail without failing the start: ${line}`)
+  const run = () => execFileSync('/bin/sh', ['-c', script ?? 'false'])
+  const dump = join(s.pm2Home, 'dump.pm2')
+  run()
+  t.same(JSON.parse(readFileSync(dump, 'utf8')), [], 'nothing saved yet: an empty list, which `pm2 resurrect` restores without an error')
+  writeFileSync(dump, '[{"name":"app"}]')
+  run()
+  t.equal(readFileSync(dump, 'utf8'), '[{"name":"app"}]', 'a saved dump is kept')
+  rmSync(dump)
+  writeFileSync(`${dump}.bak`, '[{"name":"app"}]')
+  run()
+  t.throws(() => statSync(dump), "PM2's backup alone: PM2 falls back to it, so nothing is written")
 })
