@@ -83,12 +83,12 @@ Environment=PM2_HOME=${pm2Home}
 Environment=PM2_DISABLE_VERSION_CHECK=true
 Environment=LANG=C.UTF-8
 PIDFile=${pm2Home}/pm2.pid
-# The first start comes before anything was saved: a fresh instance with no app to bring back is
-# no error, but \`pm2 resurrect\` without a dump logs "[ERROR] ... DUMP file doesn't exist". An
-# empty list instead (only when neither the dump nor PM2's backup of it exists), written as the
-# service user like everything in PM2_HOME; \`pm2 save\` replaces it. '-': should it fail, the
-# start goes on (and PM2 logs its error as before).
-ExecStartPre=-/bin/sh -c 'test -e ${pm2Home}/dump.pm2 || test -e ${pm2Home}/dump.pm2.bak || echo "[]" > ${pm2Home}/dump.pm2'
+# The first start comes before anything was saved (PM2_HOME does not even exist yet): a fresh
+# instance with no app to bring back is no error, but \`pm2 resurrect\` without a dump logs
+# "[ERROR] ... DUMP file doesn't exist". An empty list instead (only when neither the dump nor
+# PM2's backup of it exists), written as the service user like everything in PM2_HOME; \`pm2 save\`
+# replaces it. '-': should it fail, the start goes on (and PM2 logs its error as before).
+ExecStartPre=-/bin/sh -c 'test -e ${pm2Home}/dump.pm2 || test -e ${pm2Home}/dump.pm2.bak || (mkdir -p ${pm2Home} && echo "[]" > ${pm2Home}/dump.pm2)'
 ExecStart=${pm2} resurrect
 ExecReload=${pm2} reload all
 ExecStop=${pm2} kill
