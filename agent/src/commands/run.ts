@@ -17,7 +17,7 @@ import type { RunContext, Seams } from '../run/context.js'
 import type { SettingsInput } from '../config/settings.js'
 import { writeState, type RunState } from '../run/state.js'
 import type { Logger } from '../core/logger.js'
-import { printSummary } from './summary.js'
+import { failureText, printSummary } from './summary.js'
 
 export interface RunOptions {
   input: Omit<SettingsInput, 'tags'>
@@ -86,12 +86,13 @@ export const runCommand = async (o: RunOptions): Promise<number> => {
     state.finishedAt = new Date().toISOString()
     state.durationMs = Math.round(performance.now() - t0)
     await saveState(state)
-    if (failure) {
-      log.error({ code: failure.code, remedy: failure.remedy, outcome: state.outcome }, failure.message)
-      o.err.write(scrubber.scrub(`bootstrap-agent: ${state.outcome} [${failure.code}]: ${failure.message}\n  what to do: ${failure.remedy}\n`))
-    }
+    if (failure) log.error({ code: failure.code, remedy: failure.remedy, outcome: state.outcome }, failure.message)
     log.info({ summary: { ...state, phases: undefined }, phases: state.phases.map(p => `${p.name}:${p.status}:${p.durationMs}ms`) }, `run finished: ${state.outcome}`)
     if (o.pretty) printSummary(o.out, scrubber.scrubDeep(state))
+    // last, so that the verdict is what `systemctl status bootstrap-agent` shows (the journal's
+    // last lines). A message of several lines (a health failure carries the service's log tail)
+    // ends with its first line again: the tail would push it out of those lines otherwise.
+    if (failure) o.err.write(scrubber.scrub(failureText(state.outcome, failure)))
     return state.exitCode
   } finally {
     await lock.release()

@@ -37,3 +37,15 @@ export const formatSummary = (st: RunState): string => {
 export const printSummary = (out: NodeJS.WritableStream, st: RunState): void => {
   out.write(`\n${formatSummary(st)}`)
 }
+
+/**
+ * A failed run's last words on stderr: `bootstrap-agent: <outcome> [CODE]: message`, then the
+ * remedy. A message of several lines ends with its first line again, so that the verdict is also
+ * the last line: `systemctl status bootstrap-agent` shows only the journal's last lines, and a
+ * health failure's message carries the service's log tail.
+ */
+export const failureText = (outcome: string, f: { code: string; message: string; remedy: string }): string => {
+  const head = `bootstrap-agent: ${outcome} [${f.code}]: ${f.message.split('\n')[0] ?? ''}`
+  const text = `bootstrap-agent: ${outcome} [${f.code}]: ${f.message}\n  what to do: ${f.remedy}\n`
+  return f.message.includes('\n') ? `${text}${head} (details above)\n` : text
+}

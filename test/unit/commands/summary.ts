@@ -1,5 +1,5 @@
 import t from 'tap'
-import { formatSummary } from '../../../agent/src/commands/summary.js'
+import { failureText, formatSummary } from '../../../agent/src/commands/summary.js'
 import type { RunState } from '../../../agent/src/run/state.js'
 
 const state = (over: Partial<RunState> = {}): RunState => ({
@@ -28,4 +28,14 @@ t.test('a warm-pool run never reads as serving', async t => {
     t.match(out, new RegExp(`outcome\\s+${outcome}`))
     t.notMatch(out, /\n\s+url\s/, 'no url row')
   }
+})
+
+t.test("a failure's last line is its verdict, also when the message spans lines", async t => {
+  const one = failureText('failed', { code: 'GIT_AUTH_FAILED', message: 'the token was refused', remedy: 'check the credential secret' })
+  t.equal(one, 'bootstrap-agent: failed [GIT_AUTH_FAILED]: the token was refused\n  what to do: check the credential secret\n')
+  const tail = failureText('rolled-back', { code: 'HEALTH_FAILED', message: 'health check of "app" failed: PM2 reports it errored\n--- app-error.log\nfatal', remedy: 'fix the service' })
+  const lines = tail.trimEnd().split('\n')
+  t.equal(lines[0], 'bootstrap-agent: rolled-back [HEALTH_FAILED]: health check of "app" failed: PM2 reports it errored')
+  t.equal(lines[3], '  what to do: fix the service')
+  t.equal(lines.at(-1), 'bootstrap-agent: rolled-back [HEALTH_FAILED]: health check of "app" failed: PM2 reports it errored (details above)')
 })
