@@ -23,6 +23,10 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, s
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
+if (process.getuid?.() !== 0) {
+  console.error('boot prerequisites: debootstrap and systemd-nspawn need root: run the tests as root (CI does)')
+  process.exit(1)
+}
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..')
 const cache = join(repo, '.cache/boot')
 mkdirSync(cache, { recursive: true })

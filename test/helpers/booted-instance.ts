@@ -300,6 +300,7 @@ export const checkFirstBoot = async (t: Test, b: BootedInstance, layout: CgroupL
 
   const userDataLog = b.read(ON_INSTANCE.userDataLog).trim().split('\n')
   t.match(userDataLog.at(-1), /^user-data: OK: bootstrap-agent \S+ installed/, 'the user-data log ends OK')
+  t.comment(`${layout}: ${userDataLog.filter(l => / step \w+: /.test(l)).map(l => l.replace(/^user-data: \[\d{4}-\d\d-\d\dT([\d:]+)Z\] step (\w+):.*$/, '$2 $1')).join(', ')}`)
   const cloudInit = await waitFor('cloud-init to finish', async () => {
     const s = (await b.container.exec(['cloud-init', 'status'])).stdout.trim()
     return /status: (done|error|disabled)/.test(s) ? s : undefined
