@@ -335,4 +335,9 @@ export const checkFirstBoot = async (t: Test, b: BootedInstance, layout: CgroupL
   const parsed = JSON.parse(status.stdout || '{}') as { state?: { outcome?: string }; watch?: { running?: boolean } | null }
   t.equal(parsed.state?.outcome, 'success', 'status: the boot run succeeded')
   t.equal(parsed.watch?.running, true, 'status: the watch is running')
+  // and a second watch started by hand must not take the running one's lock for a leftover
+  // (`timeout`: a second watch that did would poll until stopped)
+  const second = await b.container.exec(['timeout', '60', 'bootstrap-agent', 'watch'])
+  t.equal(second.code, 3, 'a second watch, started outside the sandbox, exits 3: the lock is held')
+  t.match(second.stderr, /another run holds the lock \/var\/lib\/bootstrap-agent\/watch\.lock/)
 }
