@@ -61,6 +61,8 @@ export interface Settings {
   readonly gitCredentialSecret: string | undefined
   /** SSM parameter with agent configuration, undefined when turned off */
   readonly configParameter: string | undefined
+  /** CloudWatch Logs group of the run reports ({environment}/{service} replaced); undefined: off */
+  readonly reportLogGroup: string | undefined
   readonly localSecretsFile: string | undefined
   readonly manifestFile: string
   readonly logLevel: string
@@ -116,6 +118,7 @@ export const OPTIONS: readonly Option[] = [
   { name: 'parameterPaths', flag: 'parameter-paths', env: 'BOOTSTRAP_PARAMETER_PATHS', describe: 'comma-separated SSM Parameter Store paths, later wins, parameters win over secrets', default: '/{environment}/{service}/' },
   { name: 'gitCredentialSecret', flag: 'git-credential-secret', env: 'BOOTSTRAP_GIT_CREDENTIAL_SECRET', describe: 'secret id holding {"username","token"} or {"sshPrivateKey"} for a private repository' },
   { name: 'configParameter', flag: 'config-parameter', env: 'BOOTSTRAP_CONFIG_PARAMETER', describe: 'SSM parameter holding agent configuration as JSON (keys are these flag names), so a launch template needs only tags; "none" turns it off', default: '/bootstrap/{environment}/{service}' },
+  { name: 'reportLogGroup', flag: 'report-log-group', env: 'BOOTSTRAP_REPORT_LOG_GROUP', describe: 'CloudWatch Logs group (created by the operator) that gets one run report per run and per drain, stream = instance id, e.g. /bootstrap-agent/{environment}/{service}; off when unset' },
   { name: 'localSecretsFile', flag: 'secrets-file', env: 'BOOTSTRAP_SECRETS_FILE', describe: 'local mode: JSON file standing in for Secrets Manager and Parameter Store' },
   { name: 'manifestFile', flag: 'manifest', env: 'BOOTSTRAP_MANIFEST', describe: 'manifest file name at the repository root', default: 'bootstrap-agent.json' },
   { name: 'logLevel', flag: 'log-level', env: 'BOOTSTRAP_LOG_LEVEL', describe: 'trace | debug | info | warn | error', default: 'info' },
@@ -186,9 +189,24 @@ const configParameter = (p: Picked, env: string, service: string): string | unde
   return name
 }
 
+/** CloudWatch Logs' rule for log group names */
+const LOG_GROUP_RE = /^[A-Za-z0-9_\-/.#]{1,512}$/
+
+/** The run reports' log group, `{environment}` and `{service}` replaced (validated names). */
+export const reportLogGroupName = (template: string, from: string, environment: string, service: string): string => {
+  const name = expand(template, environment, service)
+  if (!LOG_GROUP_RE.test(name)) {
+    bad(`${from} = ${quote(template)} is not valid: expected a CloudWatch Logs group name of 1 to 512 letters, digits and _-/.# ({environment} and {service} are replaced), e.g. /bootstrap-agent/{environment}/{service}`, `fix ${from}`)
+  }
+  return name
+}
+
 /** `{environment}/{service}` templates; the names were validated, so they cannot inject paths. */
 const expand = (tpl: string, env: string, service: string): string =>
   tpl.replaceAll('{environment}', env).replaceAll('{service}', service)
+
+const reportLogGroup = (p: Picked | undefined, environment: string, service: string): string | undefined =>
+  p === undefined ? undefined : reportLogGroupName(p.value, p.from, environment, service)
 
 const required = (p: Picked | undefined, what: string, opt: Option, tagKey: string, mode: Mode): Picked => {
   if (p && p.value.trim() !== '') return p
@@ -276,6 +294,25 @@ export const resolveConfigLocation = (input: SettingsInput): { configParameter: 
   }
 }
 
+/**
+ * The run report's log group for a run whose settings could not be resolved: its report must go
+ * out all the same (a bad tag is the failure an operator most needs to see). From the layers
+ * below the agent configuration parameter; undefined when reports are off, or when the group
+ * names a service or environment that is not known or not valid.
+ */
+export const reportLogGroupOf = (input: SettingsInput): string | undefined => {
+  const get = (name: Option['name'], tagKey?: string) => pick(input, option(name), tagKey)
+  const p = get('reportLogGroup')
+  if (p === undefined) return undefined
+  try {
+    if (!/\{(environment|service)\}/.test(p.value)) return reportLogGroupName(p.value, p.from, '', '')
+    const { service, environment } = serviceAndEnvironment(input, get, tagKeysOf(get))
+    return reportLogGroupName(p.value, p.from, environment.value, service.value)
+  } catch {
+    return undefined
+  }
+}
+
 export const resolveSettings = (input: SettingsInput): Settings => {
   const get = (name: Option['name'], tagKey?: string) => pick(input, option(name), tagKey)
   const tagKeys = tagKeysOf(get)
@@ -354,6 +391,7 @@ export const resolveSettings = (input: SettingsInput): Settings => {
     parameterPaths: Object.freeze(parameterPaths),
     gitCredentialSecret: get('gitCredentialSecret')?.value,
     configParameter: configParameter(get('configParameter')!, environment.value, service.value),
+    reportLogGroup: reportLogGroup(get('reportLogGroup'), environment.value, service.value),
     localSecretsFile: get('localSecretsFile')?.value,
     manifestFile,
     logLevel,
@@ -370,7 +408,13 @@ export const effectiveSettings = (s: Settings): Record<string, unknown> => ({ ..
  * before a drain, and a drain must not depend on one). */
 export type WatchSettings = Pick<Settings,
   'root' | 'manifestFile' | 'logLevel' | 'heartbeatIntervalMs' | 'awsTimeoutMs' | 'pm2TimeoutMs' | 'watchIntervalMs' | 'preStopTimeoutMs' | 'imdsTokenTtlS'
-> & { readonly service: string | undefined; readonly serviceUser: string }
+> & {
+  readonly service: string | undefined
+  readonly serviceUser: string
+  /** the run reports' log group as configured, {environment} and {service} not yet replaced: the
+   * watch knows them from state.json only when it drains (reportLogGroupName) */
+  readonly reportLogGroupTemplate: string | undefined
+}
 
 export const resolveWatchSettings = (input: Omit<SettingsInput, 'tags'>): WatchSettings => {
   const get = (name: Option['name']) => pick({ ...input, tags: {} }, option(name))
@@ -379,9 +423,13 @@ export const resolveWatchSettings = (input: Omit<SettingsInput, 'tags'>): WatchS
     const e = checkServiceName(service.value)
     if (e) bad(`${service.from}: ${e}`, `fix ${service.from}`)
   }
+  const group = get('reportLogGroup')
+  // checked now, with stand-in names: a bad value fails the watch at its start, not at a drain
+  if (group) reportLogGroupName(group.value, group.from, 'environment', 'service')
   return Object.freeze({
     root: checkRoot(get('root')!),
     service: service?.value,
+    reportLogGroupTemplate: group?.value,
     serviceUser: checkServiceUser(get('serviceUser')!),
     manifestFile: checkManifestFile(get('manifestFile')!),
     logLevel: checkLogLevel(get('logLevel')!),

@@ -3,6 +3,8 @@
  * retry may help, and a one-line remedy for the person reading it. Messages never carry secret
  * values: callers quote only names, paths and validated, non-secret inputs.
  */
+import type { Evidence } from './evidence.js'
+
 export const ExitCode = {
   ok: 0,
   failed: 1,
@@ -19,6 +21,8 @@ export interface AgentErrorOptions {
   exitCode?: ExitCode
   retryable?: boolean
   cause?: unknown
+  /** what the failing step printed or left behind, for the run report (core/evidence.ts) */
+  evidence?: readonly Evidence[]
 }
 
 export class AgentError extends Error {
@@ -26,6 +30,8 @@ export class AgentError extends Error {
   readonly remedy: string
   readonly exitCode: ExitCode
   readonly retryable: boolean
+  /** filled where the error is made, or by the caller that holds the output (git: its stderr) */
+  readonly evidence: Evidence[]
 
   constructor(message: string, opts: AgentErrorOptions) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause })
@@ -34,6 +40,7 @@ export class AgentError extends Error {
     this.remedy = opts.remedy
     this.exitCode = opts.exitCode ?? ExitCode.failed
     this.retryable = opts.retryable ?? false
+    this.evidence = [...(opts.evidence ?? [])]
   }
 }
 

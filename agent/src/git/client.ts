@@ -9,6 +9,7 @@ import pRetry from 'p-retry'
 import { GitError, simpleGit } from 'simple-git'
 import { AgentError, errnoCode, isAgentError, messageOf } from '../core/errors.js'
 import { withGitSession, type GitCredential, type GitOwner, type GitSession } from './auth.js'
+import { tailText } from '../core/evidence.js'
 import { classifyGitFailure, gitTimeout } from './errors.js'
 import { parseRemote } from './url.js'
 
@@ -81,7 +82,10 @@ const runGit = async (session: GitSession, ctx: RunContext, args: string[], time
     const failure = { url: ctx.url, branch: ctx.branch, detail: '' }
     if (timedOut) throw gitTimeout(failure, timeoutMs)
     failure.detail = session.scrub(e instanceof GitError ? e.message : messageOf(e))
-    throw classifyGitFailure(failure, timeoutMs)
+    const err = classifyGitFailure(failure, timeoutMs)
+    const text = tailText(failure.detail)
+    if (text) err.evidence.push({ kind: 'git', source: `git ${args[0] ?? ''} stderr`, text })
+    throw err
   } finally {
     clearTimeout(timer)
   }

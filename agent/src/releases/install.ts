@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto'
 import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { AgentError, errnoCode } from '../core/errors.js'
+import { outputEvidence } from '../core/evidence.js'
 import type { Exec } from '../core/exec.js'
 import { parseJsonObject } from '../core/json-object.js'
 import { lockfileProblem, lockfileRefused } from './lockfile.js'
@@ -89,16 +90,22 @@ export const npmCi = async (i: NpmCiInput): Promise<void> => {
     onLine: i.onLine,
   })
   if (r.exitCode !== 0) {
+    // npm ci runs without the secrets in its environment; the run report scrubs it all the same
+    const evidence = outputEvidence('npm', 'npm ci', r)
     if (r.timedOut) {
       throw new AgentError(`npm ci timed out after ${Math.round(i.timeoutMs / 1000)} s in ${i.dir}`, {
         code: 'NPM_CI_TIMEOUT',
         remedy: 'raise BOOTSTRAP_INSTALL_TIMEOUT or check the registry is reachable',
         retryable: true,
+        evidence,
       })
     }
     const text = r.stderr || r.stdout
     const refused = lockfileRefused(text, i.dir)
-    if (refused) throw refused
+    if (refused) {
+      refused.evidence.push(...evidence)
+      throw refused
+    }
     const network = NETWORK_CODE.exec(text)?.[1]
     throw new AgentError(
       network
@@ -109,8 +116,9 @@ export const npmCi = async (i: NpmCiInput): Promise<void> => {
           code: 'NPM_REGISTRY_UNREACHABLE',
           remedy: 'check that the instance can reach the npm registry (the registry in .npmrc, DNS, NAT or proxy, credentials), then run again',
           retryable: true,
+          evidence,
         }
-        : { code: 'NPM_CI_FAILED', remedy: 'run npm ci locally to see why (a dependency or an install script), fix package.json, package-lock.json or the script, and push a new commit' },
+        : { code: 'NPM_CI_FAILED', remedy: 'run npm ci locally to see why (a dependency or an install script), fix package.json, package-lock.json or the script, and push a new commit', evidence },
     )
   }
 }

@@ -8,6 +8,7 @@ import { get as httpGet } from 'node:http'
 import { get as httpsGet } from 'node:https'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { AgentError } from '../core/errors.js'
+import { EVIDENCE_MAX_BYTES, EVIDENCE_MAX_LINES, tailText, type Evidence } from '../core/evidence.js'
 import type { HealthSpec } from '../config/manifest.js'
 import type { Pm2, Pm2Process } from '../pm2/cli.js'
 
@@ -41,19 +42,30 @@ export const tailFile = async (file: string, lines: number, maxBytes = 16 * 1024
   }
 }
 
-const logTail = async (i: HealthInput): Promise<string> => {
+/**
+ * The service's log tails: the last lines of each file, scrubbed. The error message quotes the
+ * last 15 lines of each; the run report's evidence (core/evidence.ts) keeps up to
+ * EVIDENCE_MAX_LINES. One read per file serves both.
+ */
+const logTails = async (i: HealthInput): Promise<{ message: string; evidence: Evidence[] }> => {
   const parts: string[] = []
+  const evidence: Evidence[] = []
   for (const f of i.logFiles) {
-    const lines = await tailFile(f, 15)
-    if (lines.length) parts.push(`--- ${f} (last ${lines.length} lines)\n${lines.join('\n')}`)
+    const lines = await tailFile(f, EVIDENCE_MAX_LINES, EVIDENCE_MAX_BYTES)
+    if (lines.length === 0) continue
+    const last = lines.slice(-15)
+    parts.push(`--- ${f} (last ${last.length} lines)\n${last.join('\n')}`)
+    evidence.push({ kind: 'service-log', source: f, text: i.scrub(tailText(lines.join('\n'))) })
   }
-  return parts.length ? i.scrub(`\n${parts.join('\n')}`) : ' (the service wrote no log output)'
+  return { message: parts.length ? i.scrub(`\n${parts.join('\n')}`) : ' (the service wrote no log output)', evidence }
 }
 
 const fail = async (i: HealthInput, why: string): Promise<never> => {
-  throw new AgentError(`health check of "${i.app}" failed: ${why}.${await logTail(i)}`, {
+  const tails = await logTails(i)
+  throw new AgentError(`health check of "${i.app}" failed: ${why}.${tails.message}`, {
     code: 'HEALTH_FAILED',
     remedy: 'fix the service so it starts and answers its health check; the previous good release keeps serving',
+    evidence: tails.evidence,
   })
 }
 

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { readFile } from 'node:fs/promises'
-import { OPTIONS, resolveConfigLocation, resolveSettings, resolveWatchSettings, type SettingsInput } from '../../../agent/src/config/settings.js'
+import { OPTIONS, reportLogGroupName, reportLogGroupOf, resolveConfigLocation, resolveSettings, resolveWatchSettings, type SettingsInput } from '../../../agent/src/config/settings.js'
 import { ConfigError } from '../../../agent/src/core/errors.js'
 import { thrown } from '../../helpers/thrown.js'
 
@@ -106,12 +106,42 @@ t.test('resolveWatchSettings: no tags, no repository needed; the service is opti
   t.same(w, {
     root: '/srv/x', service: undefined, serviceUser: 'bootstrap-app', manifestFile: 'bootstrap-agent.json', logLevel: 'info',
     heartbeatIntervalMs: 0, awsTimeoutMs: 60_000, pm2TimeoutMs: 120_000, watchIntervalMs: 2000, preStopTimeoutMs: 45_000, imdsTokenTtlS: 21600,
+    reportLogGroupTemplate: undefined,
   })
   t.ok(Object.isFrozen(w))
   t.equal(resolveWatchSettings({ flags: { service: 'api' }, env: {}, agentEnv: {}, mode: 'aws' }).service, 'api')
   t.match(thrown(() => resolveWatchSettings({ flags: { service: 'API!' }, env: {}, agentEnv: {}, mode: 'aws' })), { exitCode: 2, message: /--service/ })
   t.match(thrown(() => resolveWatchSettings({ flags: { 'service-user': 'root' }, env: {}, agentEnv: {}, mode: 'aws' })), { message: /never runs as root/ })
   t.match(thrown(() => resolveWatchSettings({ flags: { root: 'rel' }, env: {}, agentEnv: {}, mode: 'aws' })), { message: /expected an absolute path/ })
+})
+
+t.test('run reports: off by default; the log group from every layer, {environment} and {service} replaced, validated', async t => {
+  t.equal(resolveSettings(base()).reportLogGroup, undefined, 'off by default')
+  t.equal(resolveSettings(base({ agentEnv: { BOOTSTRAP_REPORT_LOG_GROUP: '/bootstrap-agent/{environment}/{service}' } })).reportLogGroup, '/bootstrap-agent/stage/auth-service')
+  t.equal(resolveSettings(base({ flags: { 'report-log-group': 'runs.#1' } })).reportLogGroup, 'runs.#1')
+  const remote = { source: 'SSM parameter /bootstrap/stage/auth-service', values: { 'report-log-group': '/reports/{service}' } }
+  t.equal(resolveSettings(base({ remoteConfig: remote })).reportLogGroup, '/reports/auth-service', 'the agent configuration parameter may set it')
+  for (const v of ['/runs with space', 'a:b', 'x'.repeat(513), '/runs/{region}']) {
+    t.match(thrown(() => resolveSettings(base({ env: { BOOTSTRAP_REPORT_LOG_GROUP: v } }))), { exitCode: 2, message: /BOOTSTRAP_REPORT_LOG_GROUP = ".*" is not valid: expected a CloudWatch Logs group name/, remedy: 'fix BOOTSTRAP_REPORT_LOG_GROUP' }, v.slice(0, 20))
+  }
+})
+
+t.test('reportLogGroupOf: the group of a run whose settings failed, when it can be named', async t => {
+  const env = { BOOTSTRAP_REPORT_LOG_GROUP: '/bootstrap-agent/{environment}/{service}' }
+  const noRepo = base({ env, tags: { Service: 'auth-service', Environment: 'stage' } })
+  t.match(thrown(() => resolveSettings(noRepo)), { message: /repository URL is not set/ }, 'these settings fail')
+  t.equal(reportLogGroupOf(noRepo), '/bootstrap-agent/stage/auth-service', 'the report still has a group')
+  t.equal(reportLogGroupOf(base({ env, tags: { Environment: 'stage' } })), undefined, 'no service: no group to name')
+  t.equal(reportLogGroupOf(base({ env: { BOOTSTRAP_REPORT_LOG_GROUP: '/runs' }, tags: {} })), '/runs', 'a fixed name needs neither')
+  t.equal(reportLogGroupOf(base()), undefined, 'off')
+  t.equal(reportLogGroupOf(base({ env: { BOOTSTRAP_REPORT_LOG_GROUP: 'bad name' } })), undefined, 'an invalid name is the settings error, not a report')
+})
+
+t.test('the watch keeps the template (state.json names the service and environment at a drain), checked at its start', async t => {
+  const w = resolveWatchSettings({ flags: {}, env: {}, agentEnv: { BOOTSTRAP_REPORT_LOG_GROUP: '/bootstrap-agent/{environment}/{service}' }, mode: 'aws' })
+  t.equal(w.reportLogGroupTemplate, '/bootstrap-agent/{environment}/{service}')
+  t.equal(reportLogGroupName(w.reportLogGroupTemplate ?? '', 'agent.env', 'prod', 'api'), '/bootstrap-agent/prod/api')
+  t.match(thrown(() => resolveWatchSettings({ flags: { 'report-log-group': 'a b' }, env: {}, agentEnv: {}, mode: 'aws' })), { exitCode: 2, message: /--report-log-group = "a b" is not valid/ })
 })
 
 t.test("the README's configuration reference has a row for every option", async t => {

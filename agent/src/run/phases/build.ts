@@ -1,5 +1,6 @@
 import { join } from 'node:path'
 import { AgentError } from '../../core/errors.js'
+import { outputEvidence } from '../../core/evidence.js'
 import { readInstallKey } from '../../releases/install.js'
 import { markReleaseComplete } from '../../releases/releases.js'
 import type { Phase } from '../runner.js'
@@ -40,6 +41,7 @@ export const build: Phase<RunContext> = {
         throw new AgentError(`build command ${JSON.stringify(spec.build)} ${r.timedOut ? 'timed out' : `failed (exit ${r.exitCode})`}:\n${tail}`, {
           code: r.timedOut ? 'BUILD_TIMEOUT' : 'BUILD_FAILED',
           remedy: 'fix the build (run it locally) and push a new commit',
+          evidence: outputEvidence('build', `build ${JSON.stringify(spec.build)}`, r, t => ctx.scrubber.scrub(t)),
         })
       }
       detail = spec.build.join(' ')
