@@ -7,6 +7,7 @@
  */
 import { createAwsIdentity } from './identity.js'
 import { createAwsLifecycleHook } from './lifecycle-hook.js'
+import { createCloudWatchReportSink } from './report-sink.js'
 import { createAwsSecretsSource } from './secrets.js'
 import { ConfigError } from '../core/errors.js'
 import type { Identity } from '../seams/identity.js'
@@ -81,5 +82,10 @@ export const createAwsSeams = (tags: Record<string, string>, log: Logger, opts: 
       ...(id.lifecycleState === undefined ? {} : { lifecycleState: id.lifecycleState }),
       log,
     }),
+    // AWS_REGION first, as for secrets: the group may live in another region than the instance
+    reportSink: (group, id) => {
+      const region = env['AWS_REGION'] || id.region
+      return region ? createCloudWatchReportSink({ group, region, log }) : undefined
+    },
   }
 }

@@ -7,6 +7,7 @@
  */
 import type { DescribeInstancesRequest, DescribeInstancesResult } from '@aws-sdk/client-ec2'
 import type { GetCommandInvocationRequest, GetCommandInvocationResult, SendCommandRequest, SendCommandResult } from '@aws-sdk/client-ssm'
+import { lazy } from './lazy.js'
 import { sdkClientConfig } from './retry.js'
 
 /** The subset of the EC2 API we use. */
@@ -18,12 +19,6 @@ export interface Ec2InstancesApi {
 export interface SsmCommandsApi {
   sendCommand(input: SendCommandRequest): Promise<SendCommandResult>
   getCommandInvocation(input: GetCommandInvocationRequest): Promise<GetCommandInvocationResult>
-}
-
-/** One lazily loaded module and client, shared by the methods of an api object. */
-const lazy = <T>(load: () => Promise<T>): (() => Promise<T>) => {
-  let loaded: Promise<T> | undefined
-  return () => (loaded ??= load())
 }
 
 export const createEc2InstancesApi = (region: string): Ec2InstancesApi => {

@@ -11,6 +11,7 @@ import { createLogger } from '../core/logger.js'
 import { lockFilePath, stateFilePath } from '../core/paths.js'
 import { AFTER_SUCCESS, RUN_PHASES } from '../run/pipeline.js'
 import { rollback } from '../run/phases/rollback.js'
+import { createRunReporter } from '../reports/run-reporter.js'
 import { createScrubber } from '../secrets/redact.js'
 import { runPhases } from '../run/runner.js'
 import type { RunContext, Seams } from '../run/context.js'
@@ -48,6 +49,7 @@ export const runCommand = async (o: RunOptions): Promise<number> => {
   const fill = () => {
     const s = ctx.settings
     if (s) Object.assign(state, { service: s.service, environment: s.environment, branch: s.branch, repository: s.repository })
+    if (s?.reportLogGroup) state.reportLogGroup = s.reportLogGroup
     if (ctx.release) Object.assign(state, { commit: ctx.release.commit, release: ctx.release.id })
     if (ctx.liveRelease && ctx.liveRelease !== ctx.release?.id) state.previousRelease = ctx.liveRelease
     if (ctx.hook) state.lifecycle = ctx.hook.description
@@ -58,16 +60,30 @@ export const runCommand = async (o: RunOptions): Promise<number> => {
     fill()
     await writeState(stateFilePath(o.root), scrubber.scrubDeep(st))
   }
+  /** the outcome, exit code and times, once the phases are done */
+  const settled = (failure: AgentError | undefined): Pick<RunState, 'outcome' | 'exitCode' | 'finishedAt' | 'durationMs'> => ({
+    outcome: failure ? (ctx.rolledBack ? 'rolled-back' : 'failed') : ctx.warmPool ? 'prepared' : 'success',
+    exitCode: failure ? failure.exitCode : ExitCode.ok,
+    finishedAt: new Date().toISOString(),
+    durationMs: Math.round(performance.now() - t0),
+  })
+  const reporter = createRunReporter(ctx)
   let failure: AgentError | undefined
   try {
     await saveState(state)
     failure = await runPhases(RUN_PHASES, {
       ctx, log, state, saveState,
       onFailure: (c, err) => rollback(c, err),
-      async finally(c, ok) {
+      async finally(c, ok, failed) {
         // bad tags or settings fail `resolve` before the hook exists, but an instance waiting on
         // its launching action must still get its ABANDON: the hook needs only the identity
         if (!c.hook && c.identity) c.hook = c.seams.hook(c.settings, c.identity)
+        if (!ok) {
+          // Auto Scaling terminates the instance after the ABANDON, and its state and logs with
+          // it: the report goes first, on its own short deadline (invariant 11)
+          fill()
+          await reporter.send({ ...state, ...settled(failed) }, failed, 'ABANDON')
+        }
         if (!c.hook) return { status: 'skipped', detail: 'instance not identified: no lifecycle hook' }
         const r = await c.hook.complete(ok ? 'CONTINUE' : 'ABANDON')
         return r === 'completed' ? { detail: `${ok ? 'CONTINUE' : 'ABANDON'} sent (${c.hook.description})` } : { status: 'skipped', detail: `${r} (${c.hook.description})` }
@@ -81,11 +97,10 @@ export const runCommand = async (o: RunOptions): Promise<number> => {
       // a failed cleanup leaves an extra release on disk; the service is fine, so is the run
       if (after) log.warn({ code: after.code }, `cleanup failed: ${after.message}`)
     }
-    state.outcome = failure ? (ctx.rolledBack ? 'rolled-back' : 'failed') : ctx.warmPool ? 'prepared' : 'success'
-    state.exitCode = failure ? failure.exitCode : ExitCode.ok
-    state.finishedAt = new Date().toISOString()
-    state.durationMs = Math.round(performance.now() - t0)
+    Object.assign(state, settled(failure))
     await saveState(state)
+    // a failed run's report went before its ABANDON; this is everyone else's
+    await reporter.send(state, failure)
     if (failure) log.error({ code: failure.code, remedy: failure.remedy, outcome: state.outcome }, failure.message)
     log.info({ summary: { ...state, phases: undefined }, phases: state.phases.map(p => `${p.name}:${p.status}:${p.durationMs}ms`) }, `run finished: ${state.outcome}`)
     if (o.pretty) printSummary(o.out, scrubber.scrubDeep(state))
@@ -93,7 +108,7 @@ export const runCommand = async (o: RunOptions): Promise<number> => {
     // last lines). A message of several lines (a health failure carries the service's log tail)
     // ends with its first line again: the tail would push it out of those lines otherwise.
     if (failure) o.err.write(scrubber.scrub(failureText(state.outcome, failure)))
-    return state.exitCode
+    return failure ? failure.exitCode : ExitCode.ok
   } finally {
     await lock.release()
     log.flush()

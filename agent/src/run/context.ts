@@ -11,6 +11,7 @@ import type { Logger } from '../core/logger.js'
 import type { ServiceSpec } from '../config/manifest.js'
 import type { Paths } from '../core/paths.js'
 import type { Pm2 } from '../pm2/cli.js'
+import type { ReportSink } from '../reports/sink.js'
 import type { Scrubber } from '../secrets/redact.js'
 import type { MergedSecrets, MergeInput, SecretsSource } from '../secrets/source.js'
 import type { ServiceUser } from '../core/service-user.js'
@@ -27,6 +28,8 @@ export interface Seams {
   pm2: (s: Settings, p: Paths, user: ServiceUser | undefined) => Pm2
   /** settings are undefined when they could not be resolved: the hook must still be completed */
   hook: (s: Settings | undefined, id: InstanceIdentity) => LifecycleHook
+  /** where run reports go (reports/sink.ts); undefined where there is none (local mode) */
+  reportSink: (group: string, id: InstanceIdentity) => ReportSink | undefined
   now: () => Date
 }
 

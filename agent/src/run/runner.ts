@@ -24,8 +24,9 @@ export interface RunnerHooks<C> {
   state: RunState
   saveState(state: RunState): Promise<void>
   onFailure?(ctx: C, error: AgentError, phase: string): Promise<PhaseResult | void>
-  /** always runs, after success or failure, with whether the main phases succeeded */
-  finally?(ctx: C, ok: boolean): Promise<PhaseResult | void>
+  /** always runs, after success or failure, with whether the main phases succeeded (and if not,
+   * their failure: the run report sent before an ABANDON carries its evidence) */
+  finally?(ctx: C, ok: boolean, failure: AgentError | undefined): Promise<PhaseResult | void>
 }
 
 const runOne = async <C>(h: RunnerHooks<C>, name: string, fn: () => Promise<PhaseResult | void>): Promise<AgentError | undefined> => {
@@ -70,7 +71,8 @@ export const runPhases = async <C>(phases: readonly Phase<C>[], h: RunnerHooks<C
   }
   if (h.finally) {
     const fin = h.finally
-    const err = await runOne(h, 'complete', () => fin(h.ctx, failure === undefined))
+    const failed = failure
+    const err = await runOne(h, 'complete', () => fin(h.ctx, failed === undefined, failed))
     if (err && !failure) {
       // the run fails on this alone (e.g. the lifecycle action could not be completed):
       // state.json must say why, as it does for any other phase

@@ -42,6 +42,9 @@ export interface RunState {
   /** the Warmed:* target lifecycle state of a warm-pool run (prepares, starts nothing) */
   warmPool?: string
   url?: string
+  /** where this run's report went (the watch's drain reports there too when it has no group of
+   * its own: the group may come from the agent configuration parameter, which the watch never reads) */
+  reportLogGroup?: string
   phases: PhaseRecord[]
   error?: { code: string; message: string; remedy: string; phase?: string }
 }

@@ -41,6 +41,8 @@ export const createLocalSeams = (tags: Record<string, string>, log: Logger): Sea
     secrets: s => (secrets ??= s.localSecretsFile ? createLocalSecretsSource(s.localSecretsFile) : noSecretsFile),
     pm2: (s, p, user) => createPm2({ exec, pm2Home: p.pm2Home, home: p.home, user: user?.switchTo, timeoutMs: s.pm2TimeoutMs }),
     hook: () => noLifecycleHook('local mode'),
+    // run reports go to CloudWatch Logs: local mode makes no AWS call
+    reportSink: () => undefined,
     now: () => new Date(),
   }
 }

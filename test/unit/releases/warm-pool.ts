@@ -72,6 +72,7 @@ const seams = (over: Partial<Seams> = {}): Seams => ({
   secrets: unused('secrets'),
   pm2: unused('pm2'),
   hook: unused('hook'),
+  reportSink: unused('reportSink'),
   now: () => new Date('2026-11-24T05:00:00Z'),
   ...over,
 })
