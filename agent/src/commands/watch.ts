@@ -16,8 +16,11 @@ import { createExec } from '../core/exec.js'
 import { createImdsSession } from '../aws/imds-session.js'
 import { acquireLock, readLockHolder } from '../run/lock.js'
 import { createLogger } from '../core/logger.js'
-import { lockFilePath } from '../core/paths.js'
+import { lockFilePath, stateFilePath } from '../core/paths.js'
 import { createPm2 } from '../pm2/cli.js'
+import { createCloudWatchReportSink } from '../aws/report-sink.js'
+import { createDrainReporter } from '../reports/drain-reporter.js'
+import { readState } from '../run/state.js'
 import { createScrubber } from '../secrets/redact.js'
 import { resolveWatchSettings, type SettingsInput } from '../config/settings.js'
 import { watchLoop } from '../watch/loop.js'
@@ -104,6 +107,15 @@ export const watchCommand = async (o: WatchOptions): Promise<number> => {
         ...(s.heartbeatIntervalMs > 0 ? { heartbeatMs: s.heartbeatIntervalMs } : {}),
         retry: { totalMs: s.awsTimeoutMs },
         log,
+      }),
+      reportDrain: createDrainReporter({
+        settings: s,
+        log,
+        scrubber,
+        lastRun: () => readState(stateFilePath(s.root)),
+        sink: (group, region) => createCloudWatchReportSink({ group, region, log }),
+        region: env['AWS_REGION'] || undefined,
+        now: () => new Date(),
       }),
       async startRun(reason) {
         // the agent itself, with the agent's environment (not repo code: nothing to keep from it)

@@ -35,6 +35,9 @@ export interface WatchLoopOptions {
   terminatingHook: (id: { instanceId: string; region: string }, awaitTransition: boolean) => LifecycleHook
   /** `bootstrap-agent run --reason warm-pool`, resolving with its exit code */
   startRun: (reason: 'warm-pool') => Promise<number>
+  /** the drain's run report (reports/drain-reporter.ts), sent before the terminating hook is
+   * answered: after that the instance goes away. Bounded by its own deadline, never throws */
+  reportDrain: (record: DrainRecord, st: WatchState, id: { instanceId: string; region: string } | undefined, hookAfter: boolean) => Promise<void>
 }
 
 const regionOf = (region: string | undefined, az: string | undefined): string | undefined =>
@@ -120,6 +123,8 @@ export const watchLoop = async (o: WatchLoopOptions): Promise<WatchState> => {
     record.durationMs = Math.round(performance.now() - t0)
     drained = true
     await save()
+    // the evidence leaves the instance before the answer that lets it go
+    await o.reportDrain(record, st, identity, hook !== undefined)
     await begun
     if (hook) await answerHook(hook, terminating)
     log.info({ drain: record, hook: st.hook }, `drain finished: ${record.outcome}`)

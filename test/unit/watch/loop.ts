@@ -17,6 +17,7 @@ interface Harness {
   hookCalls: { awaitTransition: boolean; begin: number; complete: string[] }[]
   drains: number
   runs: string[]
+  reports: { outcome: string; instanceId: string | undefined; hookAfter: boolean; completedBefore: number }[]
   abort(): void
 }
 
@@ -29,7 +30,7 @@ const harness = (script: Frame[], o: {
   const controller = new AbortController()
   let frame = 0
   let store: WatchState | undefined = o.previous
-  const h: Harness = { delays: [], saved: [], hookCalls: [], drains: 0, runs: [], abort: () => controller.abort(), opts: undefined as unknown as WatchLoopOptions }
+  const h: Harness = { delays: [], saved: [], hookCalls: [], drains: 0, runs: [], reports: [], abort: () => controller.abort(), opts: undefined as unknown as WatchLoopOptions }
   const current = () => script[Math.min(frame, script.length - 1)]
   h.opts = {
     settings: { watchIntervalMs: 1000 },
@@ -68,6 +69,9 @@ const harness = (script: Frame[], o: {
       record.outcome = record.steps.some(s => s.status === 'failed') ? 'failed' : 'ok'
       await save()
     },
+    async reportDrain(record, _st, id, hookAfter) {
+      h.reports.push({ outcome: record.outcome, instanceId: id?.instanceId, hookAfter, completedBefore: h.hookCalls.reduce((n, c) => n + c.complete.length, 0) })
+    },
     terminatingHook(id, awaitTransition) {
       const calls = { awaitTransition, begin: 0, complete: [] as string[] }
       h.hookCalls.push(calls)
@@ -102,6 +106,7 @@ t.test('Terminated: one drain with the hook begun, then one CONTINUE; nothing mo
   t.ok(st.drain?.finishedAt)
   t.ok(h.saved.some(s => s.drain?.outcome === 'running'), 'the running drain was saved before it finished (status shows it)')
   t.same(h.delays, [1000, 1000, 1000, 1000])
+  t.same(h.reports, [{ outcome: 'ok', instanceId: 'i-0abc', hookAfter: true, completedBefore: 0 }], 'one drain report, sent before the hook was answered')
 })
 
 t.test('a failed drain still completes the hook with CONTINUE', async t => {
@@ -116,6 +121,7 @@ t.test('a failed drain still completes the hook with CONTINUE', async t => {
   const st2 = await watchLoop(thrown.opts)
   t.match(st2.drain, { outcome: 'failed', steps: [{ name: 'drain', status: 'failed', detail: 'boom' }] })
   t.same(thrown.hookCalls[0]?.complete, ['CONTINUE'], 'even when the drain itself throws')
+  t.match(thrown.reports, [{ outcome: 'failed', completedBefore: 0 }], 'and its report says so')
 })
 
 t.test('spot notice, then Terminated: one drain; the hook is asked again once Terminated', async t => {
@@ -124,6 +130,7 @@ t.test('spot notice, then Terminated: one drain; the hook is asked again once Te
     { hookOutcome: awaitTransition => (awaitTransition ? 'completed' : 'not-applicable') })
   const st = await watchLoop(h.opts)
   t.equal(h.drains, 1, 'drained once')
+  t.equal(h.reports.length, 1, 'one report per drain')
   t.same(h.hookCalls, [{ awaitTransition: false, begin: 1, complete: ['CONTINUE'] }, { awaitTransition: true, begin: 0, complete: ['CONTINUE'] }])
   t.match(st, { spotNotice: { action: 'terminate', time: '2026-01-01T00:02:00Z' }, drain: { reason: 'spot-interruption' }, hook: { outcome: 'completed', answered: true } })
 })
