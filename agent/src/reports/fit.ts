@@ -23,13 +23,24 @@ const size = (v: unknown): number => Buffer.byteLength(JSON.stringify(v))
 const short = (s: string | undefined): string | undefined =>
   s === undefined || s.length <= DETAIL_CHARS ? s : `${s.slice(0, DETAIL_CHARS)}…`
 
-/** Drops at least `bytes` bytes of JSON from the start of `text`, then up to its next line start. */
+/**
+ * The longest end of `text` whose JSON is at most `bytes` shorter than the whole's (binary search:
+ * a control character costs 6 bytes of JSON, a CJK one 3), started at a line start when one is
+ * near, never inside a surrogate pair.
+ */
 const dropHead = (text: string, bytes: number): string => {
-  // a character is at least one byte of JSON: dropping `bytes` characters drops at least that much
-  let rest = text.slice(Math.min(text.length, bytes))
+  const target = size(text) - bytes
+  if (target <= 2) return ''
+  let lo = 0
+  let hi = text.length
+  while (lo < hi) {
+    const mid = Math.floor((lo + hi) / 2)
+    if (size(text.slice(mid)) <= target) hi = mid
+    else lo = mid + 1
+  }
+  let rest = text.slice(lo)
   const nl = rest.indexOf('\n')
-  if (nl >= 0 && nl < 200) rest = rest.slice(nl + 1)
-  // never start inside a surrogate pair
+  if (lo > 0 && nl >= 0 && nl < 200) rest = rest.slice(nl + 1)
   return /^[\uDC00-\uDFFF]/.test(rest) ? rest.slice(1) : rest
 }
 
