@@ -5,11 +5,11 @@
  * Exit 0 when every instance was sent to and the failures stayed within --max-errors, else 1.
  */
 import { createEc2InstancesApi, createSsmCommandsApi } from '../aws/ssm-commands.js'
-import { forbidImdsV1 } from '../aws/seams.js'
 import type { ParsedArgs } from '../config/cli-args.js'
 import { ConfigError, ExitCode } from '../core/errors.js'
 import type { Io } from './io.js'
-import { checkBranchName, checkEnvironmentName, checkServiceName, quote } from '../config/names.js'
+import { checkBranchName, quote } from '../config/names.js'
+import { flagText, operatorRegion, parseOperatorTarget } from './operator-args.js'
 import {
   DEFAULT_DOCUMENT, findTargets, formatRolloutTable, runRollout,
   type Limit, type RolloutDeps, type RolloutOptions,
@@ -29,7 +29,6 @@ export const SSM_BRANCH_PATTERN = '^([A-Za-z0-9][A-Za-z0-9_-]*([./][A-Za-z0-9_-]
 /** the document's executionTimeout is at most 172800 s (48 h), like AWS-RunShellScript's */
 const TIMEOUT_RANGE = [60, 172_800] as const
 const DEFAULT_TIMEOUT_SEC = 2_700
-const TAG_KEY = /^[\p{L}\p{N} _.:/=+@-]{1,128}$/u
 const DOCUMENT = /^(arn:aws[a-z-]*:ssm:[a-z0-9-]+:\d{12}:document\/)?[A-Za-z0-9_.-]{3,128}$/
 
 const bad = (message: string, remedy: string): never => {
@@ -47,24 +46,9 @@ const parseLimit = (flag: string, raw: string | undefined, fallback: Limit, min:
   return limit
 }
 
-const flagText = (flags: ParsedArgs['flags'], name: string): string | undefined => {
-  const v = flags[name]
-  return typeof v === 'string' ? v : undefined
-}
-
 /** Flags and environment -> validated options; every error quotes the value and the expected form. */
 export const parseRolloutOptions = (args: ParsedArgs, env: NodeJS.ProcessEnv): RolloutOptions => {
-  const unknown = Object.keys(args.flags).filter(f => args.flags[f] !== undefined && !ACCEPTED.has(f))
-  if (args.tags.length > 0) unknown.push('tag')
-  if (unknown.length > 0) {
-    bad(`rollout does not take ${unknown.map(f => `--${f}`).join(', ')}`, 'run bootstrap-agent rollout --help')
-  }
-  const service = flagText(args.flags, 'service') ?? bad('rollout needs --service', 'pass --service <name>, e.g. --service auth-service')
-  const environment = flagText(args.flags, 'environment') ?? bad('rollout needs --environment', 'pass --environment <name>, e.g. --environment stage')
-  const serviceError = checkServiceName(service)
-  if (serviceError) bad(`--service ${serviceError}`, 'fix --service')
-  const environmentError = checkEnvironmentName(environment)
-  if (environmentError) bad(`--environment ${environmentError}`, 'fix --environment')
+  const target = parseOperatorTarget('rollout', args, env, ACCEPTED)
   const branch = flagText(args.flags, 'branch')
   if (branch !== undefined) {
     const gitError = checkBranchName(branch)
@@ -76,11 +60,6 @@ export const parseRolloutOptions = (args: ParsedArgs, env: NodeJS.ProcessEnv): R
       )
     }
   }
-  const tagKey = (flag: string, envName: string, fallback: string) => {
-    const v = flagText(args.flags, flag) ?? (env[envName] || fallback)
-    if (!TAG_KEY.test(v)) bad(`--${flag} / ${envName} ${quote(v)} is not a valid tag key: expected 1 to 128 letters, digits, spaces or _ . : / = + - @`, `fix --${flag}`)
-    return v
-  }
   const timeoutRaw = flagText(args.flags, 'timeout')
   const timeoutSec = timeoutRaw === undefined ? DEFAULT_TIMEOUT_SEC : /^\d{1,6}$/.test(timeoutRaw) ? Number(timeoutRaw) : NaN
   if (!(timeoutSec >= TIMEOUT_RANGE[0] && timeoutSec <= TIMEOUT_RANGE[1])) {
@@ -89,9 +68,7 @@ export const parseRolloutOptions = (args: ParsedArgs, env: NodeJS.ProcessEnv): R
   const document = flagText(args.flags, 'document') ?? DEFAULT_DOCUMENT
   if (!DOCUMENT.test(document)) bad(`--document ${quote(document)} is not an SSM document name or ARN`, 'fix --document')
   return {
-    service,
-    environment,
-    tagKeys: { service: tagKey('tag-key-service', 'BOOTSTRAP_TAG_KEY_SERVICE', 'Service'), environment: tagKey('tag-key-environment', 'BOOTSTRAP_TAG_KEY_ENVIRONMENT', 'Environment') },
+    ...target,
     branch,
     dryRun: args.flags['dry-run'] === true,
     maxConcurrency: parseLimit('max-concurrency', flagText(args.flags, 'max-concurrency'), { kind: 'count', value: 1 }, 1),
@@ -103,11 +80,7 @@ export const parseRolloutOptions = (args: ParsedArgs, env: NodeJS.ProcessEnv): R
 
 export const rolloutCommand = async (args: ParsedArgs, env: NodeJS.ProcessEnv, io: Io): Promise<number> => {
   const o = parseRolloutOptions(args, env)
-  const region = env['AWS_REGION'] || env['AWS_DEFAULT_REGION'] ||
-    bad('no AWS region: AWS_REGION is not set', 'set AWS_REGION to the region of the instances (e.g. AWS_REGION=eu-west-1)')
-  forbidImdsV1(env)
-  // this command supports Node >= 20.6 like the agent; the SDK's notice would land on stderr
-  env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true'
+  const region = operatorRegion(env)
   const progress = (line: string) => void io.stderr.write(`rollout: ${line}\n`)
   const deps: RolloutDeps = { ec2: createEc2InstancesApi(region), ssm: createSsmCommandsApi(region), onProgress: progress }
   const what = `${o.service} (${o.environment})`

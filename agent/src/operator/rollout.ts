@@ -11,7 +11,9 @@
 import type { GetCommandInvocationResult } from '@aws-sdk/client-ssm'
 import { classifyAwsError, withRetry, type AwsCall, type RetryOptions } from '../aws/retry.js'
 import type { Ec2InstancesApi, SsmCommandsApi } from '../aws/ssm-commands.js'
-import { AgentError, isAgentError, messageOf } from '../core/errors.js'
+import { messageOf } from '../core/errors.js'
+import { formatTable } from '../core/table.js'
+import { findInstances, forOperator } from './instances.js'
 
 export const DEFAULT_DOCUMENT = 'bootstrap-agent-rebootstrap'
 /** SendCommand TimeoutSeconds: how long SSM keeps trying to reach an instance (agent offline) */
@@ -154,39 +156,12 @@ export const rowFromInvocation = (instanceId: string, commandId: string, inv: Ge
 const failedRow = (instanceId: string, status: string, detail: string, commandId?: string): RolloutRow =>
   ({ instanceId, status, outcome: status, commit: 'unknown', ok: false, ...opt('commandId', commandId), detail })
 
-/** The AWS errors' remedies speak to the instance profile; here the caller is an operator. */
-const forOperator = (e: unknown): unknown => {
-  if (!isAgentError(e) || (e.code !== 'AWS_ACCESS_DENIED' && e.code !== 'AWS_NO_CREDENTIALS')) return e
-  const remedy = e.code === 'AWS_ACCESS_DENIED'
-    ? 'give your AWS identity the actions in iam/operator-policy.json'
-    : 'configure AWS credentials (AWS_PROFILE, SSO or environment) for an identity with iam/operator-policy.json'
-  return new AgentError(e.message, { code: e.code, remedy, exitCode: e.exitCode, retryable: e.retryable, cause: e.cause })
-}
-
 export const resolveLimit = (l: Limit, total: number, min: number): number =>
   l.kind === 'count' ? l.value : Math.max(min, Math.floor((total * l.value) / 100))
 
 /** Running instances tagged with the service and the environment, sorted by id. */
-export const findTargets = async (ec2: Ec2InstancesApi, o: RolloutOptions, retry?: RetryOptions): Promise<string[]> => {
-  const call: AwsCall = { service: 'ec2', action: 'DescribeInstances', resource: `${o.tagKeys.service}=${o.service}, ${o.tagKeys.environment}=${o.environment}` }
-  const Filters = [
-    { Name: `tag:${o.tagKeys.service}`, Values: [o.service] },
-    { Name: `tag:${o.tagKeys.environment}`, Values: [o.environment] },
-    { Name: 'instance-state-name', Values: ['running'] },
-  ]
-  const ids = new Set<string>()
-  let NextToken: string | undefined
-  try {
-    do {
-      const page = await withRetry(call, () => ec2.describeInstances({ Filters, MaxResults: 1000, NextToken }), retry)
-      for (const r of page.Reservations ?? []) for (const i of r.Instances ?? []) if (i.InstanceId) ids.add(i.InstanceId)
-      NextToken = page.NextToken || undefined
-    } while (NextToken)
-  } catch (e) {
-    throw forOperator(e)
-  }
-  return [...ids].sort()
-}
+export const findTargets = async (ec2: Ec2InstancesApi, o: RolloutOptions, retry?: RetryOptions): Promise<string[]> =>
+  (await findInstances(ec2, o, ['running'], retry)).map(i => i.instanceId)
 
 export const runRollout = async (deps: RolloutDeps, o: RolloutOptions, targets: readonly string[]): Promise<RolloutReport> => {
   const sleep = deps.sleep ?? ((ms: number) => new Promise<void>(resolve => setTimeout(resolve, ms)))
@@ -304,13 +279,10 @@ const ms = (n: number | undefined) => (n === undefined ? '' : n >= 10_000 ? `${(
 export const formatRolloutTable = (r: RolloutReport, what: string): string => {
   const head = ['instance', 'status', 'outcome', 'commit', 'duration', 'detail']
   const body = r.rows.map(x => [x.instanceId, x.status, x.outcome, x.commit === 'unknown' ? x.commit : x.commit.slice(0, 12), ms(x.durationMs), x.detail ?? ''])
-  const widths = head.map((h, i) => Math.max(h.length, ...body.map(b => (b[i] ?? '').length)))
-  const line = (cells: string[]) => `  ${cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ')}`.trimEnd()
   const ok = r.rows.filter(x => x.ok).length
   const verdict = r.withinBudget ? 'within the error budget' : 'error budget exceeded'
   return [
-    line(head),
-    ...body.map(line),
+    ...formatTable(head, body),
     '',
     `  ${what}: ${ok} of ${r.targets.length} succeeded, ${r.failures} failed, ${r.notSent} not sent (max errors ${r.maxErrors}): ${verdict}`,
     '',
