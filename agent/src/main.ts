@@ -8,6 +8,8 @@ import { helpFor, parseCli } from './config/cli-args.js'
 import type { Io } from './commands/io.js'
 import { planCommandOutput } from './commands/plan-output.js'
 import { renderUserDataCommand } from './commands/render-user-data.js'
+import { fleetCommand } from './commands/fleet.js'
+import { historyCommand } from './commands/history.js'
 import { rolloutCommand } from './commands/rollout.js'
 import { runCommand } from './commands/run.js'
 import { statusCommand } from './commands/status.js'
@@ -38,8 +40,10 @@ export const main = async (argv: readonly string[], env: NodeJS.ProcessEnv, io: 
       return ExitCode.ok
     }
     if (args.command === 'render-user-data') return await renderUserDataCommand(args.rest ?? [], VERSION, io)
-    // an operator's command: no agent root, agent.env or instance identity involved
+    // operators' commands: no agent root, agent.env or instance identity involved
     if (args.command === 'rollout') return await rolloutCommand(args, env, io)
+    if (args.command === 'history') return await historyCommand(args, env, io)
+    if (args.command === 'fleet') return await fleetCommand(args, env, io)
     if (args.command === 'manifest-schema') {
       io.stdout.write(`${JSON.stringify(MANIFEST_SCHEMA, null, 2)}\n`)
       return ExitCode.ok

@@ -1,7 +1,16 @@
 /** The human view of watch.json in `status`: what the watch sees, and the drain it ran. */
-import type { WatchState } from '../watch/state.js'
+import type { DrainRecord, WatchState } from '../watch/state.js'
 
 const ms = (n: number | undefined) => (n === undefined ? '' : n >= 10_000 ? `${(n / 1000).toFixed(1)} s` : `${n} ms`)
+
+/** A drain: its outcome, trigger, times and steps (also in a drain's run report, `history`). */
+export const formatDrain = (d: DrainRecord): string[] => [
+  `  drain             ${d.outcome} (${d.reason}: ${d.trigger})`,
+  `  drain started     ${d.startedAt}${d.finishedAt ? `, finished ${d.finishedAt} (${ms(d.durationMs)})` : ''}`,
+  '',
+  '  drain step  status    time      detail',
+  ...d.steps.map(s => `  ${s.name.padEnd(11)} ${s.status.padEnd(9)} ${ms(s.durationMs).padStart(8)}  ${s.detail ?? ''}`),
+]
 
 export const formatWatch = (w: WatchState, alive: boolean): string => {
   const imds = w.imds.ok ? 'ok' : `not answering (${w.imds.consecutiveFailures} failed poll${w.imds.consecutiveFailures === 1 ? '' : 's'}: ${w.imds.error ?? 'unknown error'})`
@@ -14,12 +23,7 @@ export const formatWatch = (w: WatchState, alive: boolean): string => {
     ...w.runs.map((r): [string, string] => [`run (${r.reason})`, `started ${r.startedAt}${r.exitCode === undefined ? ', running' : `, exit ${r.exitCode}`}`]),
   ]
   const lines = rows.filter(([, v]) => v !== undefined).map(([k, v]) => `  ${k.padEnd(17)} ${v}`)
-  const d = w.drain
-  if (d) {
-    lines.push('', `  drain             ${d.outcome} (${d.reason}: ${d.trigger})`, `  drain started     ${d.startedAt}${d.finishedAt ? `, finished ${d.finishedAt} (${ms(d.durationMs)})` : ''}`)
-    lines.push('', '  drain step  status    time      detail')
-    for (const s of d.steps) lines.push(`  ${s.name.padEnd(11)} ${s.status.padEnd(9)} ${ms(s.durationMs).padStart(8)}  ${s.detail ?? ''}`)
-  }
+  if (w.drain) lines.push('', ...formatDrain(w.drain))
   if (w.hook) lines.push('', `  terminating hook  ${w.hook.outcome}${w.hook.answered ? '' : ' (asked again at the next poll)'}: ${w.hook.detail} (${w.hook.at})`)
   return `${lines.join('\n')}\n`
 }

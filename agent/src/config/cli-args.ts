@@ -8,7 +8,7 @@ import { ConfigError } from '../core/errors.js'
 import { OPTIONS } from './settings.js'
 import { paramHelp } from '../operator/user-data.js'
 
-export const COMMANDS = ['run', 'plan', 'status', 'watch', 'manifest-schema', 'render-user-data', 'rollout', 'help', 'version'] as const
+export const COMMANDS = ['run', 'plan', 'status', 'watch', 'manifest-schema', 'render-user-data', 'rollout', 'history', 'fleet', 'help', 'version'] as const
 export type Command = (typeof COMMANDS)[number]
 
 export interface ParsedArgs {
@@ -39,6 +39,13 @@ const ROLLOUT = {
   document: { type: 'string' },
 } as const
 
+/** flags only `history` takes */
+const HISTORY = {
+  since: { type: 'string' },
+  instance: { type: 'string' },
+  run: { type: 'string' },
+} as const
+
 export const parseCli = (argv: readonly string[]): ParsedArgs => {
   const first = argv[0]
   if (first === undefined || first === '--help' || first === '-h') return { command: 'help', flags: {}, tags: [], help: false }
@@ -53,7 +60,7 @@ export const parseCli = (argv: readonly string[]): ParsedArgs => {
   }
   let parsed
   try {
-    parsed = parseArgs({ args: argv.slice(1), options: { ...COMMON, ...settingsFlags, ...(command === 'rollout' ? ROLLOUT : {}) }, strict: true, allowPositionals: false })
+    parsed = parseArgs({ args: argv.slice(1), options: { ...COMMON, ...settingsFlags, ...(command === 'rollout' ? ROLLOUT : {}), ...(command === 'history' ? HISTORY : {}) }, strict: true, allowPositionals: false })
   } catch (e) {
     throw new ConfigError(`${command}: ${e instanceof Error ? e.message : String(e)}`, `run bootstrap-agent ${command} --help`, 'CLI_INVALID')
   }
@@ -79,6 +86,8 @@ Commands:
   manifest-schema   print the JSON Schema of the repository manifest (bootstrap-agent.json)
   render-user-data  render the launch template's user-data script (installs and starts the agent)
   rollout           for operators: re-bootstrap a service's instances over SSM, in batches, within an error budget
+  history           for operators: the runs of a service from the run reports in CloudWatch Logs, instances alive or gone
+  fleet             for operators: a service's instances now, each one's last run and the commit it serves (drift)
   version           print the version (also --version)
 
 Run "bootstrap-agent <command> --help" for the flags of a command.
@@ -175,6 +184,42 @@ AWS: region from AWS_REGION, credentials from the standard chain; the actions ne
 iam/operator-policy.json. The instances need the AmazonSSMManagedInstanceCore policy (SSM agent).
 Exit codes: 0 sent to every instance and failures within --max-errors; 1 error budget exceeded
 (or an AWS error); 2 bad input or no matching instance (nothing sent).`,
+  history: `Usage: bootstrap-agent history --service S --environment E [--since 24h] [--instance i-… [--run ID]] [--json]
+                               [--report-log-group NAME]
+
+For operators, with AWS credentials (not on the instances). Reads the run reports the instances
+wrote to CloudWatch Logs (logs:FilterLogEvents, every page): one row per run and per drain, newest
+first, across every instance of the service, alive or terminated: time, instance, run id, reason,
+commit, outcome, failed phase, error code. A table on a TTY, JSON lines otherwise (then a summary).
+
+  --service S              the service (required)
+  --environment E          the environment (required)
+  --since T                how far back: 30m, 24h, 7d, or an ISO 8601 time [24h]
+  --instance i-…           print one run's whole report: the run record, its phases, the error, what
+                           serves after it, and the evidence (the failing step's output, the
+                           service's log tail); the newest of that instance since --since
+  --run ID                 with --instance: that run (its id, or the first characters of it)
+  --report-log-group NAME  the group the instances write to; {environment} and {service} are replaced
+                           [BOOTSTRAP_REPORT_LOG_GROUP, else /bootstrap-agent/{environment}/{service}]
+  --json                   JSON even on a TTY
+
+AWS: region from AWS_REGION, credentials from the standard chain; the actions are in
+iam/operator-policy.json. Exit codes: 0 done (also when no run is found), 1 an AWS error,
+2 bad input, or no such group or run.`,
+  fleet: `Usage: bootstrap-agent fleet --service S --environment E [--json] [--report-log-group NAME]
+
+For operators, with AWS credentials. The instances tagged with the service and the environment now
+(ec2:DescribeInstances, every state but terminated), their Auto Scaling group, lifecycle state and
+health (autoscaling:DescribeAutoScalingInstances), and each one's last run from the run reports
+(logs:GetLogEvents): when, why, outcome, commit, and the commit it serves after it. The last line
+says whether every instance serves the same commit, or names the commits (drift).
+
+  --service S / --environment E      required
+  --report-log-group NAME            as for history
+  --tag-key-service K / --tag-key-environment K   tag keys [Service] [Environment]
+  --json                             JSON lines (one per instance, then a summary) even on a TTY
+
+Exit codes: 0 done, 1 an AWS error, 2 bad input or no such group.`,
   version: 'Usage: bootstrap-agent --version',
 }
 

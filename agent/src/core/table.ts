@@ -4,9 +4,15 @@
  * operator commands show may come from an instance (a report in CloudWatch Logs, an SSM output),
  * and a control character there must not reach the terminal as one.
  */
+const escape = (c: string) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`
+
+/** C0 (but tab), DEL and C1 controls, and the bidi overrides that reorder what is shown, escaped */
 export const printable = (s: string): string =>
-  // C0 (but tab), DEL and C1 controls, and the bidi overrides that reorder what is shown
-  s.replace(/[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, c => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+  s.replace(/[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, escape)
+
+/** the same for a block of lines: line breaks stay */
+export const printableLines = (s: string): string =>
+  s.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, escape)
 
 export const formatTable = (head: readonly string[], rows: readonly (readonly string[])[]): string[] => {
   const cells = rows.map(r => r.map(printable))
