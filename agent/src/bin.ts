@@ -2,8 +2,9 @@
 /**
  * The one place that exits the process. Exiting explicitly, rather than letting the event loop
  * drain, matters: an SDK keep-alive socket (an IMDS or VPC endpoint that keeps connections open)
- * would hold the run open for seconds after its work is done. Logs are written synchronously
- * (files, and pipes on Linux), so nothing is lost.
+ * would hold the run open for seconds after its work is done. The agent's log lines are written
+ * synchronously; what a command wrote to stdout may still be queued when stdout is a pipe that
+ * is full, so both streams are flushed first.
  *
  * `--version` and the top-level help are answered before the agent itself is imported: loading
  * it (the AWS SDK clients, pino, ajv) costs ~0.3 s and ~45 MB, which user-data's install check
@@ -25,4 +26,10 @@ if (first === undefined || first === '--help' || first === '-h' || first === 'he
 }
 
 const { main } = await import('./main.js')
-process.exit(await main(argv, process.env, { stdout: process.stdout, stderr: process.stderr }))
+const code = await main(argv, process.env, { stdout: process.stdout, stderr: process.stderr })
+// a pipe holds 64 KiB before writes queue in the process: `history --json` over thousands of runs
+// lost all but its first 64 KiB at exit. An empty write's callback runs once every write before
+// it was handed to the pipe.
+const flushed = (s: NodeJS.WriteStream) => new Promise<void>(resolve => s.write('', () => resolve()))
+await Promise.all([flushed(process.stdout), flushed(process.stderr)])
+process.exit(code)

@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto'
 import {
   AutoScalingClient, CreateAutoScalingGroupCommand, CreateLaunchConfigurationCommand, DescribeAutoScalingGroupsCommand, PutLifecycleHookCommand,
 } from '@aws-sdk/client-auto-scaling'
+import { CloudWatchLogsClient, CreateLogGroupCommand, FilterLogEventsCommand, PutRetentionPolicyCommand, type FilteredLogEvent } from '@aws-sdk/client-cloudwatch-logs'
 import { DescribeImagesCommand, EC2Client } from '@aws-sdk/client-ec2'
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
 import { SSMClient } from '@aws-sdk/client-ssm'
@@ -56,6 +57,11 @@ export interface AwsWorld {
   sm: SecretsManagerClient
   ssm: SSMClient
   ec2: EC2Client
+  logs: CloudWatchLogsClient
+  /** a CloudWatch Logs group, as the README's setup creates it (with a retention policy) */
+  createLogGroup(name: string): Promise<void>
+  /** every event moto holds in a log group, all streams, every page */
+  logEvents(group: string): Promise<FilteredLogEvent[]>
   /** a group launched from moto's first AMI, with its lifecycle hooks; moto puts its members InService */
   createGroup(spec: GroupSpec): Promise<Group>
   /** an IMDSv2 server for one instance, in the region and AZ of the groups (us-east-1, us-east-1a) */
@@ -84,9 +90,24 @@ export const startAwsWorld = async (t: Teardown): Promise<AwsWorld> => {
   const ssm = new SSMClient(aws)
   const ec2 = new EC2Client(aws)
   const asg = new AutoScalingClient(aws)
+  const logs = new CloudWatchLogsClient(aws)
   t.teardown(() => {
-    for (const c of [sm, ssm, ec2, asg]) c.destroy()
+    for (const c of [sm, ssm, ec2, asg, logs]) c.destroy()
   })
+  const createLogGroup = async (name: string) => {
+    await logs.send(new CreateLogGroupCommand({ logGroupName: name }))
+    await logs.send(new PutRetentionPolicyCommand({ logGroupName: name, retentionInDays: 30 }))
+  }
+  const logEvents = async (group: string): Promise<FilteredLogEvent[]> => {
+    const out: FilteredLogEvent[] = []
+    let nextToken: string | undefined
+    do {
+      const page = await logs.send(new FilterLogEventsCommand({ logGroupName: group, ...(nextToken ? { nextToken } : {}) }))
+      out.push(...(page.events ?? []))
+      nextToken = page.nextToken
+    } while (nextToken)
+    return out
+  }
   const az = `${REGION}a`
 
   let imageId: string | undefined
@@ -129,5 +150,5 @@ export const startAwsWorld = async (t: Teardown): Promise<AwsWorld> => {
     ...extra,
   })
 
-  return { moto, proxy, sm, ssm, ec2, createGroup, startImds, agentEnv }
+  return { moto, proxy, sm, ssm, ec2, logs, createLogGroup, logEvents, createGroup, startImds, agentEnv }
 }

@@ -44,12 +44,13 @@ export const findLeaks = (values: string[], s: LeakSources): string[] => {
   return found
 }
 
-/** The scan after one agent run: the root (env file allowed), the CLI's output, what PM2 reports
- * (`jlist`, `env` of app 0) and the command lines sampled while the run lasted. */
-export const leaksAfterRun = (values: string[], root: string, envFile: string, r: CliResult): string[] =>
+/** The scan after one agent run: the root (env file allowed, and `alsoAllowed`: e.g. the logs of a
+ * service that prints its own secret), the CLI's output, what PM2 reports (`jlist`, `env` of app
+ * 0) and the command lines sampled while the run lasted. */
+export const leaksAfterRun = (values: string[], root: string, envFile: string, r: CliResult, alsoAllowed: string[] = []): string[] =>
   findLeaks(values, {
     root,
-    allow: [envFile],
+    allow: [envFile, ...alsoAllowed],
     texts: { stdout: r.stdout, stderr: r.stderr, 'pm2 jlist': pm2(root, ['jlist']), 'pm2 env': pm2(root, ['env', '0']) },
     cmdlines: r.cmdlines,
   })
