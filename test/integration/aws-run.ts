@@ -71,7 +71,9 @@ const imds = await world.startImds({ instanceId, tags: TAGS, lifecycleState: 'In
 // ---------------------------------------------------------------------------------------------
 // the agent as systemd would start it on the instance, AWS endpoints pointed at the fixtures
 
-const ENV = world.agentEnv(imds.endpoint, { BOOTSTRAP_GIT_CREDENTIAL_SECRET: gitSecretId })
+// every run also sends its run report (test/integration/run-reports.ts has the reports' own cases)
+await world.createLogGroup(`/bootstrap-agent/stage/${service}`)
+const ENV = world.agentEnv(imds.endpoint, { BOOTSTRAP_GIT_CREDENTIAL_SECRET: gitSecretId, BOOTSTRAP_REPORT_LOG_GROUP: '/bootstrap-agent/{environment}/{service}' })
 const RUN = ['run', '--reason', 'boot', '--root', root, '--json', '--stable-window', '1', '--heartbeat-interval', '1']
 
 const envFile = join(root, `etc/bootstrap-agent/env/${service}.env`)
@@ -93,8 +95,8 @@ const phase = (name: string) => state().phases.find(p => p.name === name)
 
 /** `service:Action` of every AWS call the agent made (IAM prefixes), collected across all cases. */
 const exercised = new Set<string>()
-/** recorder signing names -> IAM service prefixes (identical for these four services) */
-const IAM_PREFIX: Record<string, string> = { secretsmanager: 'secretsmanager', ssm: 'ssm', ec2: 'ec2', autoscaling: 'autoscaling' }
+/** recorder signing names -> IAM service prefixes (identical for these five services) */
+const IAM_PREFIX: Record<string, string> = { secretsmanager: 'secretsmanager', ssm: 'ssm', ec2: 'ec2', autoscaling: 'autoscaling', logs: 'logs' }
 const iamName = (a: { service: string; action: string }) => `${IAM_PREFIX[a.service] ?? `unmapped(${a.service})`}:${a.action}`
 
 interface Recorded {
