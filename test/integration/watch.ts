@@ -5,6 +5,7 @@
  * PM2 service deployed by a real run. The service answers /slow only after it got SIGINT, so a
  * request is provably in flight when PM2 stops it; the preStop command leaves a marker with a
  * fingerprint of a secret, proving it ran as the service user with the service environment.
+ * Every drain sends its run report to moto's CloudWatch Logs before the hook's CONTINUE.
  */
 import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
@@ -15,7 +16,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { CreateSecretCommand } from '@aws-sdk/client-secrets-manager'
 import { startAwsWorld } from '../helpers/aws-world.js'
 import { createFixtureRepo } from '../helpers/fixture-repo.js'
-import { leaksAfterRun } from '../helpers/leak-scan.js'
+import { findLeaks, leaksAfterRun } from '../helpers/leak-scan.js'
 import type { LifecycleCall } from '../helpers/lifecycle-proxy.js'
 import { sampleCmdlines } from '../helpers/proc-sampler.js'
 import { BIN, freePort, getJson, pm2List, removeSandbox, REPO, runCli, sandboxDir, type CliResult } from '../helpers/sandbox.js'
@@ -110,7 +111,11 @@ const repo = await createFixtureRepo({ root: join(dir, 'git'), name: 'app', bran
 
 const imds = await world.startImds({ instanceId, tags: { Service: service, Environment: 'stage', Repository: repo.fileUrl }, lifecycleState: 'InService' })
 
-const ENV = world.agentEnv(imds.endpoint, { BOOTSTRAP_CONFIG_PARAMETER: 'none' })
+// runs and drains send their run reports here (the drain's: before the terminating hook's CONTINUE)
+const REPORTS = `/bootstrap-agent/stage/${service}`
+await world.createLogGroup(REPORTS)
+const ENV = world.agentEnv(imds.endpoint, { BOOTSTRAP_CONFIG_PARAMETER: 'none', BOOTSTRAP_REPORT_LOG_GROUP: '/bootstrap-agent/{environment}/{service}' })
+const drainReports = async () => (await world.logEvents(REPORTS)).map(e => JSON.parse(e.message ?? '{}') as { kind: string; instanceId: string; hookAfter?: string; drain?: { outcome: string; steps: { name: string }[] } }).filter(r => r.kind === 'drain')
 const envFile = join(root, `etc/bootstrap-agent/env/${service}.env`)
 const watchFile = join(root, 'var/lib/bootstrap-agent/watch.json')
 const stateFile = join(root, 'var/lib/bootstrap-agent/state.json')
@@ -262,6 +267,11 @@ t.test('Terminated: an in-flight request completes, preStop ran, the app is stop
   const r = await w.stop()
   t.equal(r.code, 0)
   t.same(leaksAfterRun(SECRETS, root, envFile, r), [], 'no secret value in logs, watch.json, PM2, command lines or output')
+  t.match(await drainReports(), [{ instanceId, hookAfter: 'CONTINUE', drain: { outcome: 'ok', steps: [{ name: 'stop-run' }, { name: 'pre-stop' }, { name: 'stop' }, { name: 'flush-logs' }] } }], "the drain's run report is in CloudWatch Logs")
+  const lines = r.stdout.split('\n').filter(l => l.startsWith('{')).map(l => (JSON.parse(l) as { msg: string }).msg)
+  const sent = lines.indexOf(`run report sent to CloudWatch Logs group ${REPORTS}`)
+  const continued = lines.indexOf('lifecycle action completed: CONTINUE')
+  t.ok(sent >= 0 && continued > sent, `sent before the CONTINUE (log lines ${sent} < ${continued})`)
   // the preStop's own output (which printed the key) reached the agent log and the watch's output, masked
   const agentLog = readFileSync(join(root, 'var/log/bootstrap-agent/agent.log'), 'utf8')
   t.match(agentLog, /pre-stop: done, key (?!key-)/, 'the preStop stdout line is in the agent log, its secret masked')
@@ -331,6 +341,9 @@ t.test('a failing preStop: the service is still stopped and the hook still gets 
   const r = await w.stop()
   t.equal(r.code, 0)
   t.same(leaksAfterRun(SECRETS, root, envFile, r), [], 'no secret value anywhere')
+  t.match((await drainReports()).at(-1), { drain: { outcome: 'failed' } }, 'the failed drain is reported too')
+  const events = await world.logEvents(REPORTS)
+  t.same(findLeaks(SECRETS, { root, allow: [envFile], texts: Object.fromEntries(events.map((e, i) => [`report ${i}`, e.message ?? ''])) }), [], 'no secret value in the run reports')
 })
 
 t.test('a termination during a run: the run is stopped first, then the drain, then CONTINUE', async t => {
@@ -367,7 +380,9 @@ t.test('every AWS action the watch (and its runs) called is in iam/agent-policy.
   ])
   t.ok(actions.has('autoscaling:DescribeLifecycleHooks'), 'the terminating hook was looked up')
   t.ok(actions.has('autoscaling:CompleteLifecycleAction'))
-  t.same([...actions].filter(a => !POLICY.has(a)).sort(), [], 'all in the policy')
+  // the test's own reads of the report group (drainReports) are recorded too; the agent reads none
+  t.same([...actions].filter(a => !POLICY.has(a) && a !== 'logs:FilterLogEvents').sort(), [], 'all in the policy')
+  t.ok(actions.has('logs:PutLogEvents'), 'the run and drain reports were sent')
 })
 
 t.test('watch refuses local mode (no IMDS), exit 2', async t => {
