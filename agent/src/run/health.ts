@@ -1,14 +1,17 @@
 /**
  * The health gate: an HTTP probe from the manifest, or (by default) every PM2 instance `online`
  * without a restart for a stable window. Fails early when PM2 reports the app errored or
- * crash-looping, and the failure carries the tail of the service's logs (scrubbed of secrets).
+ * crash-looping, and the failure carries the tail of the service's logs (scrubbed of secrets),
+ * read as core/untrusted-files.ts reads anything the service user can write: a log replaced by a
+ * link, a FIFO or a hard link is named as such and not read.
  */
-import { open } from 'node:fs/promises'
+import { join } from 'node:path'
 import { get as httpGet } from 'node:http'
 import { get as httpsGet } from 'node:https'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { AgentError } from '../core/errors.js'
 import { EVIDENCE_MAX_BYTES, EVIDENCE_MAX_LINES, tailText, type Evidence } from '../core/evidence.js'
+import { tailUntrusted } from '../core/untrusted-files.js'
 import type { HealthSpec } from '../config/manifest.js'
 import type { Pm2, Pm2Process } from '../pm2/cli.js'
 
@@ -18,7 +21,8 @@ export interface HealthInput {
   timeoutMs: number
   stableMs: number
   pm2: Pm2
-  logFiles: string[]
+  /** the service's log directory, the log files in it, and the uid that writes them */
+  logs: ServiceLogs
   scrub: (s: string) => string
   pollMs?: number
 }
@@ -28,34 +32,37 @@ export interface HealthResult {
   url?: string
 }
 
-export const tailFile = async (file: string, lines: number, maxBytes = 16 * 1024): Promise<string[]> => {
-  const fh = await open(file, 'r').catch(() => undefined)
-  if (!fh) return []
-  try {
-    const { size } = await fh.stat()
-    const len = Math.min(size, maxBytes)
-    const buf = Buffer.alloc(len)
-    await fh.read(buf, 0, len, size - len)
-    return buf.toString('utf8').split('\n').filter(l => l.trim() !== '').slice(-lines)
-  } finally {
-    await fh.close()
-  }
+export interface ServiceLogs {
+  dir: string
+  files: string[]
+  owner: number
 }
+
+/** The error and output logs PM2 writes for `app` (pm2/ecosystem.ts names them). */
+export const serviceLogs = (appLogDir: string, app: string, owner: number): ServiceLogs =>
+  ({ dir: appLogDir, files: [`${app}-error.log`, `${app}-out.log`], owner })
 
 /**
  * The service's log tails: the last lines of each file, scrubbed. The error message quotes the
  * last 15 lines of each; the run report's evidence (core/evidence.ts) keeps up to
- * EVIDENCE_MAX_LINES. One read per file serves both.
+ * EVIDENCE_MAX_LINES. One read per file serves both. A log that is a link, a FIFO or a hard link
+ * (planted by the service or its install scripts) is named with what it is, never read.
  */
 const logTails = async (i: HealthInput): Promise<{ message: string; evidence: Evidence[] }> => {
   const parts: string[] = []
   const evidence: Evidence[] = []
-  for (const f of i.logFiles) {
-    const lines = await tailFile(f, EVIDENCE_MAX_LINES, EVIDENCE_MAX_BYTES)
-    if (lines.length === 0) continue
-    const last = lines.slice(-15)
-    parts.push(`--- ${f} (last ${last.length} lines)\n${last.join('\n')}`)
-    evidence.push({ kind: 'service-log', source: f, text: i.scrub(tailText(lines.join('\n'))) })
+  for (const name of i.logs.files) {
+    const file = join(i.logs.dir, name)
+    const t = await tailUntrusted({ dir: i.logs.dir, rel: name, owner: i.logs.owner }, EVIDENCE_MAX_LINES, EVIDENCE_MAX_BYTES)
+    if (t.kind === 'refused') {
+      parts.push(`--- ${file} not read: ${t.why}`)
+      evidence.push({ kind: 'service-log', source: file, text: `not read: ${t.why}` })
+      continue
+    }
+    if (t.kind === 'missing' || t.lines.length === 0) continue
+    const last = t.lines.slice(-15)
+    parts.push(`--- ${file} (last ${last.length} lines)\n${last.join('\n')}`)
+    evidence.push({ kind: 'service-log', source: file, text: i.scrub(tailText(t.lines.join('\n'))) })
   }
   return { message: parts.length ? i.scrub(`\n${parts.join('\n')}`) : ' (the service wrote no log output)', evidence }
 }

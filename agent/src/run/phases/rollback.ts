@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { writeFileAtomic } from '../../core/atomic-write.js'
 import { messageOf, type AgentError } from '../../core/errors.js'
-import { waitHealthy } from '../health.js'
+import { serviceLogs, waitHealthy } from '../health.js'
 import { listReleases, readReleaseMeta, removeRelease, switchCurrent } from '../../releases/releases.js'
 import type { PhaseResult } from '../runner.js'
 import { loadServiceSpec, type ServiceSpec } from '../../config/manifest.js'
@@ -83,7 +83,7 @@ export const rollback = async (ctx: RunContext, _err: AgentError): Promise<Phase
     await pm2.save()
     await waitHealthy({
       app: restored.name, health: restored.health, timeoutMs: s.healthTimeoutMs, stableMs: s.stableWindowMs, pm2,
-      logFiles: [join(p.appLogDir, `${restored.name}-error.log`)], scrub: t => ctx.scrubber.scrub(t),
+      logs: serviceLogs(p.appLogDir, restored.name, need(ctx.user, 'user').uid), scrub: t => ctx.scrubber.scrub(t),
     })
   }
   const how = definitionChanged ? ' on its own PM2 definition' : ''

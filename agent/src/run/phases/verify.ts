@@ -1,6 +1,5 @@
 import { rm } from 'node:fs/promises'
-import { join } from 'node:path'
-import { waitHealthy } from '../health.js'
+import { serviceLogs, waitHealthy } from '../health.js'
 import { markReleaseGood } from '../../releases/releases.js'
 import type { Phase } from '../runner.js'
 import { need, type RunContext } from '../context.js'
@@ -33,7 +32,7 @@ export const verify: Phase<RunContext> = {
       // over its socket, pm2/rpc.ts, and one local HTTP request)
       pollMs: 50,
       pm2,
-      logFiles: [join(p.appLogDir, `${spec.name}-error.log`), join(p.appLogDir, `${spec.name}-out.log`)],
+      logs: serviceLogs(p.appLogDir, spec.name, need(ctx.user, 'user').uid),
       scrub: t => ctx.scrubber.scrub(t),
     })
     if (r.url) ctx.url = r.url
