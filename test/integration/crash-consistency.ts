@@ -24,7 +24,6 @@ import { Writable } from 'node:stream'
 import { statusCommand } from '../../agent/src/commands/status.js'
 import { parseEnv } from '../../agent/src/secrets/env-file.js'
 import { PHASE_NAMES } from '../../agent/src/run/pipeline.js'
-import { RELEASE_MARKER } from '../../agent/src/releases/releases.js'
 import { createFixtureRepo } from '../helpers/fixture-repo.js'
 import { findLeaks } from '../helpers/leak-scan.js'
 import { appFiles, BIN, freePort, getJson, killPm2, pm2Home, pm2List, removeSandbox, sandboxDir, writeSecrets } from '../helpers/sandbox.js'
@@ -228,7 +227,10 @@ const statusJson = async (): Promise<Record<string, unknown>> => {
   return JSON.parse(out) as Record<string, unknown>
 }
 
-/** `current`, if present, must resolve to a complete release (the marker is written last). */
+/** the agent's record of a release (releases/records.ts): in the state directory, root's */
+const recordOf = (id: string) => join(root, 'var/lib/bootstrap-agent/releases/app', `${id}.json`)
+
+/** `current`, if present, must resolve to a complete release (its record is written last). */
 const checkCurrent = (t: Test, when: string): string | undefined => {
   const cur = join(serviceDir, 'current')
   let st
@@ -241,11 +243,11 @@ const checkCurrent = (t: Test, when: string): string | undefined => {
   const target = resolve(serviceDir, readlinkSync(cur))
   t.equal(dirname(target), join(serviceDir, 'releases'), `${when}: current points into releases/`)
   t.ok(existsSync(target), `${when}: current is not dangling (${basename(target)})`)
-  const marker = join(target, RELEASE_MARKER)
-  t.ok(existsSync(marker), `${when}: current points at a complete release (${RELEASE_MARKER} present)`)
+  const marker = recordOf(basename(target))
+  t.ok(existsSync(marker), `${when}: current points at a complete release (its record is present)`)
   if (!existsSync(marker)) return undefined
   const meta = readJson(marker)
-  t.equal(meta['id'], basename(target), `${when}: the marker names its release`)
+  t.equal(meta['id'], basename(target), `${when}: the record names its release`)
   return basename(target)
 }
 
@@ -309,7 +311,7 @@ const checkAfterKill = async (t: Test, trial: Trial, k: KillResult, before: Expe
   }
   const live = checkCurrent(t, 'after the kill')
   if (live) {
-    const commit = readJson(join(serviceDir, 'releases', live, RELEASE_MARKER))['commit']
+    const commit = readJson(recordOf(live))['commit']
     t.ok(commit === after.commit || commit === before?.commit, 'current is the old or the new commit')
   }
   if (existsSync(envFile)) {
@@ -340,7 +342,7 @@ const checkConverged = async (t: Test, r: Awaited<ReturnType<typeof fullRun>>, e
   t.notOk(existsSync(lockFile), 'the lock was released')
   const live = checkCurrent(t, 'after the next run')
   t.ok(live?.endsWith(exp.commit.slice(0, 12)), `current is a release of ${exp.commit.slice(0, 12)} (${live})`)
-  if (live) t.equal(readJson(join(serviceDir, 'releases', live, RELEASE_MARKER))['good'], true, 'the live release is marked good')
+  if (live) t.equal(readJson(recordOf(live))['good'], true, 'the live release is marked good')
   const body = await getJson(url).catch((e: unknown): Record<string, unknown> => ({ error: String(e) }))
   t.same({ greeting: body['greeting'], release: body['release'], apiKey: body['apiKey'] },
     { greeting: exp.greeting, release: live, apiKey: fp(exp.env['API_KEY'] ?? '') },

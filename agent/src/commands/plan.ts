@@ -12,7 +12,8 @@ import { agentFile } from '../secrets/agent-files.js'
 import { loadServiceSpec } from '../config/manifest.js'
 import { pathsFor } from '../core/paths.js'
 import { PHASE_NAMES } from '../run/pipeline.js'
-import { readCurrent, readReleaseMeta } from '../releases/releases.js'
+import { readReleaseRecord } from '../releases/records.js'
+import { readCurrent } from '../releases/releases.js'
 import type { Seams } from '../run/context.js'
 import { resolveWithAgentConfig } from '../config/resolve-settings.js'
 import { serviceReachProblem } from '../run/service-reach.js'
@@ -60,7 +61,8 @@ export const makePlan = async (input: Omit<SettingsInput, 'tags'>, seams: Seams)
     if (commit === undefined) commitNote = `branch ${s.branch} does not exist on the remote`
     else {
       await git.cloneBranch(s.repository, s.branch, { dir: join(tmp, 'repo') })
-      spec = await loadServiceSpec(join(tmp, 'repo'), s.manifestFile, s.service)
+      // a private clone of the agent's own: its files are the agent's uid's
+      spec = await loadServiceSpec({ dir: join(tmp, 'repo'), owner: process.getuid?.() ?? 0 }, s.manifestFile, s.service)
       manifestNote = spec.fromManifest ? `${s.manifestFile} at ${commit.slice(0, 12)}` : `no ${s.manifestFile}: defaults`
     }
   } catch (e) {
@@ -72,7 +74,7 @@ export const makePlan = async (input: Omit<SettingsInput, 'tags'>, seams: Seams)
     await rm(tmp, { recursive: true, force: true })
   }
   const live = await readCurrent(p.serviceDir)
-  const liveMeta = live ? await readReleaseMeta(join(p.releasesDir, live)) : undefined
+  const liveMeta = live ? await readReleaseRecord(p.releaseRecords, live) : undefined
   const deploy = !commit
     ? 'unknown (commit not resolved)'
     : liveMeta?.commit === commit && liveMeta.good

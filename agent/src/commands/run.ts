@@ -16,7 +16,7 @@ import { createScrubber } from '../secrets/redact.js'
 import { runPhases } from '../run/runner.js'
 import type { RunContext, Seams } from '../run/context.js'
 import type { SettingsInput } from '../config/settings.js'
-import { writeState, type RunState } from '../run/state.js'
+import { readState, writeState, type RunState } from '../run/state.js'
 import type { Logger } from '../core/logger.js'
 import { failureText, printSummary } from './summary.js'
 
@@ -40,12 +40,14 @@ export const runCommand = async (o: RunOptions): Promise<number> => {
   if (lock.brokeStale || lock.staleReason) log.warn({ holder: lock.brokeStale, why: lock.staleReason }, 'broke a stale lock left by an earlier run')
   // a run killed while rewriting state.json leaves its temp file; under the lock none is ours
   await removeStaleTemps(dirname(stateFilePath(o.root)), basename(stateFilePath(o.root)))
+  // before this run replaces it: what root knows about the live release of an earlier agent
+  const previousRun = await readState(stateFilePath(o.root)).catch(() => undefined)
   const t0 = performance.now()
   const state: RunState = {
     version: 1, runId, command: 'run', reason, mode: o.input.mode, pid: process.pid,
     startedAt: new Date().toISOString(), outcome: 'running', phases: [],
   }
-  const ctx: RunContext = { seams: o.makeSeams(log), log, scrubber, input: o.input }
+  const ctx: RunContext = { seams: o.makeSeams(log), log, scrubber, input: o.input, ...(previousRun ? { previousRun } : {}) }
   const fill = () => {
     const s = ctx.settings
     if (s) Object.assign(state, { service: s.service, environment: s.environment, branch: s.branch, repository: s.repository })

@@ -3,10 +3,11 @@
  * ServiceSpec of the one service this instance runs. Without a manifest, defaults apply (service
  * at the repository root, `npm start` or node <main>, PM2-online health check).
  */
-import { readFile, realpath, stat } from 'node:fs/promises'
-import { join, relative, isAbsolute } from 'node:path'
+import { join } from 'node:path'
 import { Ajv } from 'ajv'
-import { ConfigError, errnoCode } from '../core/errors.js'
+import { lstatBeneath, resolveBeneath } from '../core/beneath.js'
+import { ConfigError } from '../core/errors.js'
+import { readUntrusted } from '../core/untrusted-files.js'
 import { MANIFEST_SCHEMA, PATTERN_HELP } from './manifest-schema.js'
 import { quote } from './names.js'
 
@@ -158,48 +159,48 @@ export const resolveServiceSpec = (
   }
 }
 
-/** A path from the manifest resolved inside `base`, refusing anything (a `..`, a symlink) that
- * would leave the repository. */
-export const insideRepo = async (repoDir: string, rel: string, what: string): Promise<string> => {
-  const full = join(repoDir, rel)
-  let real: string
-  try {
-    real = await realpath(full)
-  } catch (e) {
-    if (errnoCode(e) === 'ENOENT') {
-      throw new ConfigError(`${what} ${quote(rel)} does not exist in the repository`, 'fix the path in the manifest or add it to the repository', 'MANIFEST_PATH_MISSING')
-    }
-    throw e
+/** A checked-out repository: its directory, and the uid whose files it holds (the service user
+ * for a release; the agent itself for plan's private clone). */
+export interface RepoTree {
+  dir: string
+  owner: number
+}
+
+/** package.json is read for two facts; a bigger one is no package.json a service would commit */
+const PACKAGE_JSON_MAX_BYTES = 4 * 1024 * 1024
+
+/**
+ * A path from the manifest resolved inside the repository, following the repository's own links
+ * but refusing any (a `..`, an absolute or escaping link) that would leave it, before anything
+ * outside is looked at (core/beneath.ts). Returns it relative to the repository, links resolved.
+ */
+export const insideRepo = async (repo: RepoTree, rel: string, what: string): Promise<string> => {
+  const r = await resolveBeneath(repo.dir, rel)
+  if (r.kind === 'missing') {
+    throw new ConfigError(`${what} ${quote(rel)} does not exist in the repository`, 'fix the path in the manifest or add it to the repository', 'MANIFEST_PATH_MISSING')
   }
-  const repoReal = await realpath(repoDir)
-  const r = relative(repoReal, real)
-  if (r.startsWith('..') || isAbsolute(r)) {
+  if (r.kind === 'escapes') {
     throw new ConfigError(`${what} ${quote(rel)} resolves outside the repository`, 'use a path inside the repository (symlinks leaving it are refused)', 'MANIFEST_PATH_ESCAPES')
   }
-  return real
+  return r.rel
 }
 
-const readIfExists = async (file: string): Promise<string | undefined> => {
-  try {
-    return await readFile(file, 'utf8')
-  } catch (e) {
-    if (errnoCode(e) === 'ENOENT') return undefined
-    throw e
+/**
+ * Reads the manifest and package.json of a checked-out release. Root reads them from a tree the
+ * service user wrote (and a commit chose): as regular files of that user, never through a link
+ * (core/untrusted-files.ts), so a manifest committed as a link to a root-only file is refused
+ * instead of quoted back in a JSON error. The spec's `path` comes back with links resolved.
+ */
+export const loadServiceSpec = async (repo: RepoTree, manifestFile: string, service: string): Promise<ServiceSpec> => {
+  const size = (await lstatBeneath(repo.dir, manifestFile))?.size ?? 0
+  if (size > MANIFEST_MAX_BYTES) {
+    throw new ConfigError(`${manifestFile} is ${size} bytes: expected at most ${MANIFEST_MAX_BYTES}`, remedyFor(manifestFile), 'MANIFEST_INVALID')
   }
-}
-
-/** Reads the manifest and package.json of a checked-out release. */
-export const loadServiceSpec = async (repoDir: string, manifestFile: string, service: string): Promise<ServiceSpec> => {
-  const mfPath = join(repoDir, manifestFile)
-  const st = await stat(mfPath).catch(() => undefined)
-  if (st && st.size > MANIFEST_MAX_BYTES) {
-    throw new ConfigError(`${manifestFile} is ${st.size} bytes: expected at most ${MANIFEST_MAX_BYTES}`, remedyFor(manifestFile), 'MANIFEST_INVALID')
-  }
-  const text = await readIfExists(mfPath)
+  const text = await readUntrusted({ dir: repo.dir, rel: manifestFile, owner: repo.owner }, MANIFEST_MAX_BYTES)
   const manifest = text === undefined ? undefined : parseManifest(text, manifestFile)
   const rawPath = manifest?.services[service]?.path ?? '.'
-  const serviceDir = await insideRepo(repoDir, rawPath, `services.${service}.path`)
-  const pkgText = await readIfExists(join(serviceDir, 'package.json'))
+  const servicePath = await insideRepo(repo, rawPath, `services.${service}.path`)
+  const pkgText = await readUntrusted({ dir: repo.dir, rel: join(servicePath, 'package.json'), owner: repo.owner }, PACKAGE_JSON_MAX_BYTES)
   let pkg: PackageJsonInfo | undefined
   if (pkgText !== undefined) {
     let data: unknown
@@ -213,6 +214,6 @@ export const loadServiceSpec = async (repoDir: string, manifestFile: string, ser
     pkg = { hasStartScript: typeof scripts['start'] === 'string', main: typeof obj['main'] === 'string' ? obj['main'] : undefined }
   }
   const spec = resolveServiceSpec(manifest, service, manifestFile, pkg)
-  if (spec.start.kind === 'script') await insideRepo(serviceDir, spec.start.script, `services.${service}.start.script`)
-  return spec
+  if (spec.start.kind === 'script') await insideRepo(repo, join(servicePath, spec.start.script), `services.${service}.start.script`)
+  return { ...spec, path: servicePath }
 }

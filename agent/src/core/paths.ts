@@ -16,6 +16,8 @@ export interface Paths {
   ecosystem: string
   appLogDir: string
   stateDir: string
+  /** the agent's records of the service's releases (releases/records.ts): root's, not in the releases */
+  releaseRecords: string
   stateFile: string
   lockFile: string
   /** home of the service user's tools: PM2_HOME is <home>/.pm2, the npm cache <home>/.npm */
@@ -47,6 +49,7 @@ export const pathsFor = (root: string, service: string): Paths => {
     ecosystem: join(serviceDir, 'ecosystem.json'),
     appLogDir: join(serviceDir, 'logs'),
     stateDir,
+    releaseRecords: join(stateDir, 'releases', service),
     stateFile: stateFilePath(root),
     lockFile: lockFilePath(root),
     home,

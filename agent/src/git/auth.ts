@@ -4,7 +4,8 @@
  * /proc/<pid>/cmdline) or a git config file (it would be copied into the release, readable by the
  * service and by anything `npm ci` runs). Nothing of the agent's own environment is inherited.
  */
-import { chown, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { constants } from 'node:fs'
+import { chmod, mkdtemp, open, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ConfigError } from '../core/errors.js'
@@ -23,7 +24,8 @@ export interface GitOwner {
 export interface GitSession {
   /** the complete environment of every git child in this session */
   env: Record<string, string>
-  /** private 0700 dir: git's HOME, and where an ssh key and known_hosts live */
+  /** private dir of root's: git's HOME, and where an ssh key and known_hosts live (0700; 0711
+   * when git runs as another user, who may reach its files there but not add or swap any) */
   home: string
   /** masks every form of the credential (token, base64 header, key) in what git printed */
   scrub(text: string): string
@@ -104,12 +106,9 @@ const sshEnv = async (
   const knownHosts = join(home, 'known_hosts')
   // OpenSSH rejects a key without its final newline ("invalid format"); secrets stores mangle both
   const key = `${cred.privateKey.replaceAll('\r\n', '\n').trimEnd()}\n`
-  await writeFile(keyFile, key, { mode: 0o600, flag: 'wx' })
-  await writeFile(knownHosts, cred.knownHosts ?? '', { mode: 0o600, flag: 'wx' })
-  // ssh refuses a key file that belongs to someone else
-  if (owner.uid !== undefined) {
-    for (const f of [keyFile, knownHosts]) await chown(f, owner.uid, owner.gid ?? -1)
-  }
+  // ssh refuses a key file that belongs to someone else: owned by the user git runs as
+  await writePrivate(keyFile, key, owner)
+  await writePrivate(knownHosts, cred.knownHosts ?? '', owner)
   const ssh = [
     'ssh',
     // ssh reads /etc/ssh/ssh_config and the running user's ~/.ssh/config whatever HOME says: a
@@ -135,13 +134,31 @@ const sshEnv = async (
 const trustLocalRepository = async (url: string, home: string, owner: GitOwner): Promise<void> => {
   const path = decodeURIComponent(new URL(url).pathname)
   const file = join(home, '.gitconfig')
-  await writeFile(file, `[safe]\n\tdirectory = ${path.replace(/\/+$/, '')}\n`, { mode: 0o600 })
-  if (owner.uid !== undefined) await chown(file, owner.uid, owner.gid ?? -1)
+  await writePrivate(file, `[safe]\n\tdirectory = ${path.replace(/\/+$/, '')}\n`, owner)
+}
+
+/**
+ * A new 0600 file in the session dir, owned by `owner`: created (never an existing name, never
+ * through a link) and chowned on its descriptor, while the dir is still root's alone.
+ */
+const writePrivate = async (file: string, text: string, owner: GitOwner): Promise<void> => {
+  const fh = await open(file, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW, 0o600)
+  try {
+    await fh.writeFile(text)
+    if (owner.uid !== undefined) await fh.chown(owner.uid, owner.gid ?? -1)
+  } finally {
+    await fh.close()
+  }
 }
 
 /**
  * Runs `fn` with a fresh private session dir and the environment for `remote` and `cred`;
  * the dir (and the key in it) is removed whatever `fn` does.
+ *
+ * The dir stays root's: git running as the service user gets search permission (0711) to reach
+ * the files made for it, and nothing more. Were the dir that user's, a compromised service
+ * watching /tmp could swap a file root is about to write or chown for a link (a chown of
+ * /etc/passwd), or fill the dir with links for root's recursive removal to walk.
  */
 export const withGitSession = async <T>(
   remote: GitRemote | undefined,
@@ -152,7 +169,6 @@ export const withGitSession = async <T>(
 ): Promise<T> => {
   const home = await mkdtemp(join(tmpdir(), 'bootstrap-git-')) // mkdtemp creates it 0700
   try {
-    if (owner.uid !== undefined) await chown(home, owner.uid, owner.gid ?? -1)
     const extra =
       cred === undefined || remote === undefined
         ? { env: {}, secrets: [] as string[] }
@@ -160,6 +176,7 @@ export const withGitSession = async <T>(
           ? tokenEnv(remote, cred)
           : await sshEnv(remote, cred, home, owner, timeoutMs)
     if (remote?.transport === 'file') await trustLocalRepository(remote.url, home, owner)
+    if (owner.uid !== undefined) await chmod(home, 0o711)
     const scrubber = createScrubber()
     scrubber.add(extra.secrets)
     return await fn({ env: { ...baseEnv(home, timeoutMs), ...extra.env }, home, scrub: scrubber.scrub })

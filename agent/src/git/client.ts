@@ -3,11 +3,14 @@
  * a per-attempt deadline and retried with jittered backoff only when the failure is transient.
  * Credentials reach git through `withGitSession` alone (see git/auth.ts for why).
  */
-import { chown, mkdir, readdir, rm, stat } from 'node:fs/promises'
+import { constants } from 'node:fs'
+import { mkdir, open, readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import pRetry from 'p-retry'
 import { GitError, simpleGit } from 'simple-git'
 import { AgentError, errnoCode, isAgentError, messageOf } from '../core/errors.js'
+import { createExec, type Exec } from '../core/exec.js'
+import { removeTree } from '../core/remove-tree.js'
 import { withGitSession, type GitCredential, type GitOwner, type GitSession } from './auth.js'
 import { tailText } from '../core/evidence.js'
 import { classifyGitFailure, gitTimeout } from './errors.js'
@@ -23,6 +26,8 @@ export interface GitOptions {
   onRetry?: (info: { attempt: number; error: string }) => void
   /** bounds of the jittered exponential backoff between attempts (default 1 s .. 15 s) */
   backoff?: { minMs: number; maxMs: number }
+  /** runs `rm` for a failed clone's leftovers, as the target's owner (core/remove-tree.ts) */
+  exec?: Exec
 }
 
 export interface CloneTarget {
@@ -119,14 +124,34 @@ const assertCloneTarget = async ({ dir, uid, gid }: CloneTarget) => {
   }
 }
 
-/** The target exists and belongs to the service user, so git running as that user can fill it. */
+/**
+ * The target exists and belongs to the service user, so git running as that user can fill it.
+ * Its parent (a release directory's, `releases/`) is that user's too: the directory is created
+ * in place (never through a link: mkdir does not follow one) and its owner set on the open
+ * directory, so a link swapped in between cannot turn the chown into a chown of any path.
+ */
 const prepareCloneTarget = async (t: CloneTarget) => {
-  await mkdir(t.dir, { recursive: true, mode: 0o755 })
-  if (t.uid !== undefined) await chown(t.dir, t.uid, t.gid ?? -1)
+  await mkdir(t.dir, { mode: 0o755 }).catch((e: unknown) => {
+    if (errnoCode(e) !== 'EEXIST') throw e
+  })
+  if (t.uid === undefined) return
+  const dir = await open(t.dir, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW).catch((e: unknown) => {
+    throw new AgentError(`cannot use "${t.dir}" as a clone target: ${messageOf(e)} (a link or a file where the directory belongs)`, {
+      code: 'GIT_TARGET_INVALID',
+      remedy: `remove ${t.dir}: the agent creates it`,
+      cause: e,
+    })
+  })
+  try {
+    await dir.chown(t.uid, t.gid ?? -1)
+  } finally {
+    await dir.close()
+  }
 }
 
 export const createGit = (opts: GitOptions): Git => {
   const { timeoutMs } = opts
+  const exec = opts.exec ?? createExec()
   const backoff = opts.backoff ?? { minMs: 1000, maxMs: 15_000 }
 
   const retrying = <T>(fn: () => Promise<T>): Promise<T> =>
@@ -192,8 +217,9 @@ export const createGit = (opts: GitOptions): Git => {
             const head = await runGit(inRepo(s, target.dir), inTarget, ['rev-parse', 'HEAD'], timeoutMs)
             return { commit: head.trim() }
           } catch (e: unknown) {
-            // the next attempt (or the next run) must find the target missing, not half cloned
-            await rm(target.dir, { recursive: true, force: true })
+            // the next attempt (or the next run) must find the target missing, not half cloned;
+            // removed by its owner: git ran as that user, whose tree it now is
+            await removeTree(exec, target.dir, target.uid === undefined ? undefined : { uid: target.uid, gid: target.gid ?? target.uid })
             throw e
           }
         }),

@@ -4,11 +4,14 @@
  * `pm2 env`), so nothing but PATH/HOME/PM2_HOME may be in it. Reading the process list is the
  * exception: it asks the running daemon over its socket (pm2/rpc.ts), which changes nothing.
  */
-import { readFile, stat } from 'node:fs/promises'
+import { stat } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
+import { lstatBeneath } from '../core/beneath.js'
 import { AgentError } from '../core/errors.js'
 import type { Exec } from '../core/exec.js'
+import { readUntrusted } from '../core/untrusted-files.js'
+import { pm2File, type Pm2Home } from './home.js'
 import { askDaemon } from './rpc.js'
 
 export interface Pm2Process {
@@ -43,23 +46,29 @@ export interface Pm2 {
  * that dump right, so `pm2 save` (a CLI process, ~150 ms) is skipped; a run killed between a
  * `pm2 start` and its save leaves an ecosystem file newer than the dump, so the next run saves.
  */
-export const dumpHolds = async (pm2Home: string, ecosystemFile: string, appName: string): Promise<boolean> => {
+export const dumpHolds = async (h: Pm2Home, ecosystemFile: string, appName: string): Promise<boolean> => {
   try {
-    const dumpFile = join(pm2Home, 'dump.pm2')
-    const [dump, eco] = await Promise.all([stat(dumpFile), stat(ecosystemFile)])
-    if (dump.mtimeMs <= eco.mtimeMs) return false
-    const apps: unknown = JSON.parse(await readFile(dumpFile, 'utf8'))
+    // the dump is in PM2_HOME, the service user's: read as that user's file, never through a link
+    // or from a FIFO (core/untrusted-files.ts); anything else is no dump of ours
+    const f = pm2File(h, 'dump.pm2')
+    const [dump, eco] = await Promise.all([lstatBeneath(f.dir, f.rel), stat(ecosystemFile)])
+    if (!dump || dump.mtimeMs <= eco.mtimeMs) return false
+    const apps: unknown = JSON.parse((await readUntrusted(f, DUMP_MAX_BYTES)) ?? '')
     return Array.isArray(apps) && apps.some(a => typeof a === 'object' && a !== null && (a as { name?: unknown }).name === appName)
   } catch {
-    // no dump, no ecosystem file, a dump PM2 left half-written: save
+    // no dump, no ecosystem file, a dump PM2 left half-written or one refused: save
     return false
   }
 }
+
+/** a dump lists the apps and their environments: far below this */
+const DUMP_MAX_BYTES = 64 * 1024 * 1024
 
 export interface Pm2Options {
   exec: Exec
   pm2Home: string
   home: string
+  /** the service user; undefined only when the agent is not root (PM2 then runs as the agent) */
   user: { uid: number; gid: number } | undefined
   timeoutMs?: number
   onLine?: (stream: 'stdout' | 'stderr', line: string) => void
@@ -115,6 +124,7 @@ export const pm2ErrorSummary = (text: string, max = 4): string => {
 
 export const createPm2 = (o: Pm2Options): Pm2 => {
   const timeoutMs = o.timeoutMs ?? 120_000
+  const h: Pm2Home = { home: o.home, pm2Home: o.pm2Home, owner: o.user?.uid ?? process.getuid?.() ?? 0 }
   const hung = (what: string, said = '') => new AgentError(`pm2 ${what} gave no answer within ${Math.round(timeoutMs / 1000)} s (is the PM2 daemon hung?)${said ? `: ${said}` : ''}`, {
     code: 'PM2_FAILED',
     remedy: `inspect with: sudo -u <service user> PM2_HOME=${o.pm2Home} pm2 logs; a hung daemon: kill it (its pid is in ${o.pm2Home}/pm2.pid) and run again; a slow one: raise --pm2-timeout (BOOTSTRAP_PM2_TIMEOUT)`,
@@ -141,7 +151,7 @@ export const createPm2 = (o: Pm2Options): Pm2 => {
     async list() {
       // the daemon's own answer, without a CLI process (~180 ms each; pm2/rpc.ts); the CLI only
       // when no daemon answers there, as before (it spawns one, which then has no apps)
-      const a = await askDaemon(o.pm2Home, 'getMonitorData', timeoutMs)
+      const a = await askDaemon(h, 'getMonitorData', timeoutMs)
       if (a.kind === 'answer') return toProcesses(a.value)
       if (a.kind === 'timeout') throw hung('jlist')
       const r = await run(['jlist'], 'jlist')
@@ -164,7 +174,7 @@ export const createPm2 = (o: Pm2Options): Pm2 => {
       await run(['stop', appName], `stop ${appName}`)
     },
     async ensureDaemon() {
-      const a = await askDaemon(o.pm2Home, 'getMonitorData', timeoutMs)
+      const a = await askDaemon(h, 'getMonitorData', timeoutMs)
       if (a.kind === 'answer') return
       // connected but silent: a hung daemon, which `pm2 ping` would wait on for a second timeout
       if (a.kind === 'timeout') throw hung('ping')

@@ -20,6 +20,9 @@ import { existsSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { writeFileAtomic } from '../core/atomic-write.js'
+import { isRefused } from '../core/beneath.js'
+import { readUntrusted } from '../core/untrusted-files.js'
+import { pm2File, type Pm2Home } from './home.js'
 import { AgentError, errnoCode } from '../core/errors.js'
 import type { Exec } from '../core/exec.js'
 import type { ServiceUser } from '../core/service-user.js'
@@ -132,14 +135,15 @@ const alive = (pid: number): boolean => {
   }
 }
 
-const pidFrom = async (file: string): Promise<number | undefined> => {
-  try {
-    const pid = Number((await readFile(file, 'utf8')).trim())
-    return Number.isInteger(pid) && pid > 0 ? pid : undefined
-  } catch (e) {
-    if (errnoCode(e) === 'ENOENT') return undefined
+/** The pid in PM2_HOME's pid file, read as the service user's file (pm2/home.ts); a file that is
+ * not one (a link, a FIFO) names no daemon. */
+const pidFrom = async (h: Pm2Home): Promise<number | undefined> => {
+  const text = await readUntrusted(pm2File(h, 'pm2.pid'), 64).catch((e: unknown) => {
+    if (isRefused(e)) return undefined
     throw e
-  }
+  })
+  const pid = Number((text ?? '').trim())
+  return Number.isInteger(pid) && pid > 0 ? pid : undefined
 }
 
 /**
@@ -184,7 +188,7 @@ export const ensurePm2Startup = async (o: Pm2StartupOptions): Promise<string | u
   if ((await systemctl('is-active', '--quiet', PM2_UNIT)).exitCode !== 0) {
     // a daemon forked outside the unit (an older agent, a manual pm2 call): its pid file would
     // make the unit's start fail; stop it, the unit's `pm2 resurrect` brings the apps back
-    const stray = await pidFrom(join(o.spec.pm2Home, 'pm2.pid'))
+    const stray = await pidFrom({ home: o.spec.home, pm2Home: o.spec.pm2Home, owner: o.user.uid })
     if (stray !== undefined && alive(stray)) {
       await o.killStrayDaemon()
       done.push(`stopped a PM2 daemon outside the unit (pid ${stray})`)

@@ -5,16 +5,18 @@
  * node_modules is reused instead (no lifecycle script runs again).
  */
 import { createHash } from 'node:crypto'
-import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { AgentError, errnoCode } from '../core/errors.js'
+import { lstatBeneath } from '../core/beneath.js'
+import { AgentError } from '../core/errors.js'
 import { outputEvidence } from '../core/evidence.js'
 import type { Exec } from '../core/exec.js'
 import { parseJsonObject } from '../core/json-object.js'
+import { readUntrusted } from '../core/untrusted-files.js'
+import type { RepoTree } from '../config/manifest.js'
 import { lockfileProblem, lockfileRefused } from './lockfile.js'
 
 export interface InstallInputs {
-  lockfile: Buffer | string
+  lockfile: string
   /** package.json's text */
   packageJson?: string
   /** the project's .npmrc (registry, scripts and fetch settings npm ci obeys) */
@@ -47,25 +49,32 @@ export const installKey = (i: InstallInputs): string =>
     .update(`\0${process.versions.node}\0${process.versions.modules}\0${process.platform}\0${process.arch}`)
     .digest('hex')
 
-const readIfExists = async (file: string): Promise<string | undefined> => {
-  try {
-    return await readFile(file, 'utf8')
-  } catch (e) {
-    if (errnoCode(e) === 'ENOENT') return undefined
-    throw e
-  }
+/** bounds of what root reads from the release (core/untrusted-files.ts): far above real files */
+const MAX_BYTES = { 'package-lock.json': 64 * 1024 * 1024, 'package.json': 4 * 1024 * 1024, '.npmrc': 1024 * 1024 }
+
+/**
+ * What npm ci reads in the service directory `servicePath` of a release, read by root as files of
+ * the service user, never through a link; undefined without a lockfile. Read once, before any
+ * code of the release runs (npm's install scripts, the build could rewrite them afterwards).
+ */
+export const readInstallInputs = async (repo: RepoTree, servicePath: string): Promise<InstallInputs | undefined> => {
+  const read = (name: keyof typeof MAX_BYTES) => readUntrusted({ dir: repo.dir, rel: join(servicePath, name), owner: repo.owner }, MAX_BYTES[name])
+  const lockfile = await read('package-lock.json')
+  if (lockfile === undefined) return undefined
+  const [packageJson, npmrc] = await Promise.all([read('package.json'), read('.npmrc')])
+  return { lockfile, ...(packageJson === undefined ? {} : { packageJson }), ...(npmrc === undefined ? {} : { npmrc }) }
 }
 
-export const readInstallKey = async (dir: string): Promise<string | undefined> => {
-  const lockfile = await readIfExists(join(dir, 'package-lock.json'))
-  if (lockfile === undefined) return undefined
-  const [packageJson, npmrc] = await Promise.all([readIfExists(join(dir, 'package.json')), readIfExists(join(dir, '.npmrc'))])
-  return installKey({ lockfile, ...(packageJson === undefined ? {} : { packageJson }), ...(npmrc === undefined ? {} : { npmrc }) })
+export const readInstallKey = async (repo: RepoTree, servicePath: string): Promise<string | undefined> => {
+  const inputs = await readInstallInputs(repo, servicePath)
+  return inputs && installKey(inputs)
 }
 
 export interface NpmCiInput {
   exec: Exec
   dir: string
+  /** the lockfile's text (readInstallInputs), checked before npm runs; undefined: there is none */
+  lockfile: string | undefined
   home: string
   user: { uid: number; gid: number } | undefined
   timeoutMs: number
@@ -73,7 +82,7 @@ export interface NpmCiInput {
 }
 
 export const npmCi = async (i: NpmCiInput): Promise<void> => {
-  const problem = lockfileProblem(await readIfExists(join(i.dir, 'package-lock.json')), i.dir)
+  const problem = lockfileProblem(i.lockfile, i.dir)
   if (problem) throw problem
   const r = await i.exec.run('npm', ['ci', '--no-audit', '--no-fund', '--no-update-notifier'], {
     cwd: i.dir,
@@ -150,16 +159,16 @@ export const npmErrorSummary = (text: string, max = 8): string => {
  * place would change it for the other releases too (creating, deleting or renaming files does
  * not). Trade-offs and the alternatives measured: docs/dependency-reuse.md.
  */
-export const copyNodeModules = async (exec: Exec, fromDir: string, toDir: string, user: { uid: number; gid: number } | undefined): Promise<boolean> => {
-  const src = join(fromDir, 'node_modules')
-  if (!(await stat(src).catch(() => undefined))) return false
-  const r = await exec.run('cp', ['-al', '--', src, join(toDir, 'node_modules')], {
+export const copyNodeModules = async (exec: Exec, from: { dir: string; path: string }, toDir: string, user: { uid: number; gid: number } | undefined): Promise<boolean> => {
+  // whether there is one, asked without following a link in the service user's tree
+  if (!(await lstatBeneath(from.dir, join(from.path, 'node_modules')))?.isDirectory()) return false
+  const r = await exec.run('cp', ['-al', '--', join(from.dir, from.path, 'node_modules'), join(toDir, 'node_modules')], {
     env: { PATH: '/usr/bin:/bin', LANG: 'C' },
     timeoutMs: 300_000,
     ...(user ?? {}),
   })
   if (r.exitCode !== 0) {
-    throw new AgentError(`copying node_modules from ${fromDir} failed: ${r.stderr.trim()}`, { code: 'INSTALL_REUSE_FAILED', remedy: 'check free disk space; the next run falls back to npm ci' })
+    throw new AgentError(`copying node_modules from ${from.dir} failed: ${r.stderr.trim()}`, { code: 'INSTALL_REUSE_FAILED', remedy: 'check free disk space; the next run falls back to npm ci' })
   }
   return true
 }

@@ -1,59 +1,31 @@
 /**
  * Release directories under `<serviceDir>/releases/<id>` and the `current` symlink that picks the
- * live one. Invariant: `current` only ever points at a complete release (one with the marker file
- * written last by `markReleaseComplete`), and it is switched by renaming a new symlink over it, so a
+ * live one. Invariant: `current` only ever points at a complete release (one with a record,
+ * written last: releases/records.ts), and it is switched by renaming a new symlink over it, so a
  * crash leaves either the old target or the new one.
+ *
+ * `<serviceDir>` and `current` are root's; `releases/` and everything in it is the service
+ * user's (git clones, npm ci and the service run as that user). So nothing here follows a link
+ * below `releases/`, and a release is removed by the service user (`removeTree`), never by a
+ * recursive delete as root that a link swapped in midway could send elsewhere.
  */
 import { randomBytes } from 'node:crypto'
-import {
-  lstat, open, readdir, readFile, readlink, rename, rm, stat, symlink, unlink,
-} from 'node:fs/promises'
+import { lstat, open, readdir, readlink, rename, rm, symlink, unlink } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
-import { writeFileAtomic } from '../core/atomic-write.js'
 import { AgentError, errnoCode } from '../core/errors.js'
-import { parseJsonObject } from '../core/json-object.js'
+import type { Paths } from '../core/paths.js'
+import { readReleaseRecord, removeReleaseRecord } from './records.js'
+import { parseReleaseId } from './release-id.js'
 
-export interface ReleaseMeta {
-  id: string
-  commit: string
-  branch: string
-  createdAt: string
-  /** what `npm ci` depended on (lockfile + Node ABI); equal keys let a run reuse node_modules */
-  installKey?: string
-  /** set once the release passed its health check; only good releases are rollback targets */
-  good?: boolean
-}
+export { releaseId, parseReleaseId } from './release-id.js'
 
-export const RELEASE_MARKER = '.bootstrap-release.json'
+/** A service's directory (`current`, `releases/`) and the agent's records of its releases. */
+export type ReleasePaths = Pick<Paths, 'serviceDir' | 'releaseRecords'>
+
 const CURRENT = 'current'
 const CURRENT_TMP_PREFIX = '.current.tmp-'
 
 const randomHex = () => randomBytes(6).toString('hex')
-
-/** `20261124T021500Z-<first 12 of sha>`: sorts by time as a string, UTC, no `:` (filesystem-safe). */
-export const releaseId = (now: Date, commit: string): string => {
-  if (!/^[0-9a-f]{12,64}$/i.test(commit)) {
-    throw new AgentError(`not a commit SHA: "${commit}"`, {
-      code: 'RELEASE_ID_INVALID',
-      remedy: 'pass the full hex commit SHA that was fetched',
-    })
-  }
-  const stamp = now.toISOString().replace(/\.\d{3}Z$/, 'Z').replace(/[-:]/g, '')
-  return `${stamp}-${commit.slice(0, 12).toLowerCase()}`
-}
-
-const ID_RE = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z-([0-9a-f]{12})$/
-
-/** Undefined for anything that is not a release id, which also keeps `..` and `/` out of paths. */
-export const parseReleaseId = (id: string): { createdAt: Date; shortSha: string } | undefined => {
-  const m = ID_RE.exec(id)
-  if (!m) return undefined
-  const [, y, mo, d, h, mi, s, sha] = m
-  const createdAt = new Date(`${y}-${mo}-${d}T${h}:${mi}:${s}Z`)
-  // Reject impossible dates (month 13, Feb 30) that Date would roll over or refuse.
-  if (Number.isNaN(createdAt.getTime()) || releaseId(createdAt, `${sha}`) !== id) return undefined
-  return { createdAt, shortSha: `${sha}` }
-}
 
 /**
  * Which releases to delete: keep the newest `keep` good ones, never `live` or `lastGood`; every
@@ -83,54 +55,8 @@ const releasePath = (serviceDir: string, id: string): string => {
   return join(serviceDir, 'releases', id)
 }
 
-const parseMeta = (raw: string): ReleaseMeta | undefined => {
-  const o = parseJsonObject(raw)
-  if (!o) return undefined
-  const { id, commit, branch, createdAt, installKey, good } = o
-  if (typeof id !== 'string' || typeof commit !== 'string' || typeof branch !== 'string') return undefined
-  if (typeof createdAt !== 'string') return undefined
-  if (installKey !== undefined && typeof installKey !== 'string') return undefined
-  if (good !== undefined && typeof good !== 'boolean') return undefined
-  const meta: ReleaseMeta = { id, commit, branch, createdAt }
-  if (installKey !== undefined) meta.installKey = installKey
-  if (good !== undefined) meta.good = good
-  return meta
-}
-
-/** Undefined when the release is incomplete: no marker, or one that does not parse. */
-export const readReleaseMeta = async (releaseDir: string): Promise<ReleaseMeta | undefined> => {
-  try {
-    return parseMeta(await readFile(join(releaseDir, RELEASE_MARKER), 'utf8'))
-  } catch (e) {
-    const code = errnoCode(e)
-    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined
-    throw e
-  }
-}
-
-/** Written last, atomically (fsynced temp + rename), so its presence means everything before it
- * finished and a crash never leaves a half-written marker. */
-export const markReleaseComplete = async (releaseDir: string, meta: ReleaseMeta): Promise<void> => {
-  if (meta.id !== basename(releaseDir)) {
-    throw new AgentError(`release meta for "${meta.id}" written into ${releaseDir}`, {
-      code: 'RELEASE_META_MISMATCH',
-      remedy: 'this is a bug in the agent: report it with the log of this run',
-    })
-  }
-  const json = `${JSON.stringify(meta, null, 2)}\n`
-  await writeFileAtomic(join(releaseDir, RELEASE_MARKER), json, { mode: 0o644 })
-}
-
-export const markReleaseGood = async (releaseDir: string): Promise<ReleaseMeta> => {
-  const meta = await readReleaseMeta(releaseDir)
-  if (!meta) throw incomplete(releaseDir)
-  const updated = { ...meta, good: true }
-  await markReleaseComplete(releaseDir, updated)
-  return updated
-}
-
 const incomplete = (dir: string) =>
-  new AgentError(`release ${dir} is incomplete (no ${RELEASE_MARKER})`, {
+  new AgentError(`release ${dir} is incomplete (the agent has no record of it)`, {
     code: 'RELEASE_INCOMPLETE',
     remedy: 'run `bootstrap-agent run` again to build a fresh release',
   })
@@ -146,7 +72,8 @@ export const readCurrent = async (serviceDir: string): Promise<string | undefine
   const abs = resolve(serviceDir, target)
   const id = basename(abs)
   if (dirname(abs) !== resolve(serviceDir, 'releases') || !parseReleaseId(id)) return undefined
-  const st = await stat(abs).catch(() => undefined)
+  // lstat: a release replaced by a link (releases/ is the service user's) is not a release
+  const st = await lstat(abs).catch(() => undefined)
   return st?.isDirectory() ? id : undefined
 }
 
@@ -160,12 +87,12 @@ export const listReleases = async (serviceDir: string): Promise<string[]> => {
 }
 
 export const switchCurrent = async (
-  serviceDir: string,
+  p: ReleasePaths,
   releaseId: string,
 ): Promise<{ previous?: string }> => {
+  const { serviceDir } = p
   const dir = releasePath(serviceDir, releaseId)
-  const meta = await readReleaseMeta(dir)
-  if (!meta || meta.id !== releaseId) throw incomplete(dir)
+  if (!(await readReleaseRecord(p.releaseRecords, releaseId))) throw incomplete(dir)
   const currentPath = join(serviceDir, CURRENT)
   const st = await lstat(currentPath).catch((e: unknown) => {
     if (errnoCode(e) === 'ENOENT') return undefined
@@ -194,18 +121,20 @@ export const switchCurrent = async (
   return previous === undefined ? {} : { previous }
 }
 
-/** rm -rf of one release; refuses the live one. */
-export const removeRelease = async (serviceDir: string, id: string): Promise<void> => {
-  const dir = releasePath(serviceDir, id)
-  if ((await readCurrent(serviceDir)) === id) {
+/** Removes one release (its record, then its directory, with `removeTree`: core/remove-tree.ts,
+ * as the service user); refuses the live one. */
+export const removeRelease = async (p: ReleasePaths, id: string, removeTree: (dir: string) => Promise<void>): Promise<void> => {
+  const dir = releasePath(p.serviceDir, id)
+  if ((await readCurrent(p.serviceDir)) === id) {
     throw new AgentError(`refusing to remove release ${id}: \`current\` points to it`, {
       code: 'RELEASE_IN_USE',
       remedy: 'switch to another release first',
     })
   }
-  // Marker first: if rm is killed halfway, what is left reads as incomplete and is never switched to.
-  await unlink(join(dir, RELEASE_MARKER)).catch(() => undefined)
-  await rm(dir, { recursive: true, force: true })
+  // Record first: if the removal is killed halfway, what is left reads as incomplete and is
+  // never switched to (cleanup removes it later).
+  await removeReleaseRecord(p.releaseRecords, id)
+  await removeTree(dir)
 }
 
 /** Leftover `.current.tmp-*` symlinks of a killed switch. Call under the run lock only: a

@@ -8,7 +8,8 @@ import type { Git, GitCredential } from '../git/client.js'
 import type { Identity, InstanceIdentity } from '../seams/identity.js'
 import type { LifecycleHook } from '../seams/lifecycle-hook.js'
 import type { Logger } from '../core/logger.js'
-import type { ServiceSpec } from '../config/manifest.js'
+import type { RepoTree, ServiceSpec } from '../config/manifest.js'
+import { treeRemover } from '../core/remove-tree.js'
 import type { Paths } from '../core/paths.js'
 import type { Pm2 } from '../pm2/cli.js'
 import type { ReportSink } from '../reports/sink.js'
@@ -16,6 +17,7 @@ import type { Scrubber } from '../secrets/redact.js'
 import type { MergedSecrets, MergeInput, SecretsSource } from '../secrets/source.js'
 import type { ServiceUser } from '../core/service-user.js'
 import type { Settings, SettingsInput } from '../config/settings.js'
+import type { RunState } from './state.js'
 
 export interface Seams {
   exec: Exec
@@ -49,6 +51,9 @@ export interface RunContext {
   readonly log: Logger
   readonly scrubber: Scrubber
   readonly input: Omit<SettingsInput, 'tags'>
+  /** state.json of the run before this one, read before this run replaced it (releases/records.ts
+   * adoptLegacyRelease: root's only evidence about a release of an earlier agent version) */
+  readonly previousRun?: RunState
   identity?: InstanceIdentity
   /** the Warmed:* target lifecycle state when this run only prepares for a warm pool (releases/warm-pool.ts):
    * `start` and `verify` are skipped, nothing serves */
@@ -65,6 +70,8 @@ export interface RunContext {
   /** release `current` pointed to when the run started */
   liveRelease?: string
   release?: Release
+  /** the install key of the new release, computed before any of its code ran (install) */
+  installKey?: string
   spec?: ServiceSpec
   /** the secret sources' values, read while `fetch` clones (run/phases/secrets.ts) */
   secretValues?: Promise<Omit<MergeInput, 'secretIds'>>
@@ -85,3 +92,9 @@ export const need = <T>(value: T | undefined, what: string): T => {
   if (value === undefined) throw new Error(`internal: ${what} is not set (phase order)`)
   return value
 }
+
+/** A release directory as root reads it: a tree of the service user's files (core/untrusted-files.ts). */
+export const serviceTree = (ctx: RunContext, dir: string): RepoTree => ({ dir, owner: need(ctx.user, 'user').uid })
+
+/** Removes a tree of the service user's, as that user (core/remove-tree.ts). */
+export const removeAsService = (ctx: RunContext) => treeRemover(ctx.seams.exec, ctx.user?.switchTo)

@@ -34,6 +34,7 @@ export const createLocalSeams = (tags: Record<string, string>, log: Logger): Sea
     exec,
     identity: localIdentity(tags),
     git: s => createGit({
+      exec,
       timeoutMs: s.gitTimeoutMs,
       attempts: s.gitAttempts,
       onRetry: ({ attempt, error }) => log.warn({ attempt, error }, 'git attempt failed; retrying'),

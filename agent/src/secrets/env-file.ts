@@ -11,6 +11,9 @@ import { ConfigError } from '../core/errors.js'
 
 export const ENV_FILE_HEADER = '# bootstrap-agent env file v1 — managed, do not edit'
 
+/** What root reads of an env file at most (it sits in the service user's directory: core/untrusted-files.ts); far above any real one. */
+export const ENV_FILE_MAX_BYTES = 16 * 1024 * 1024
+
 const KEY_RE = /^[A-Za-z_][A-Za-z0-9_]*$/
 // With the `u` flag a well-formed surrogate pair is one code point, so this only matches halves
 // that stand alone: they cannot be encoded as UTF-8 and would be mangled on the way to environ.

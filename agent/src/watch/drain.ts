@@ -15,12 +15,20 @@
  *              requests of a service that closes its server on SIGINT finish first
  *   flush-logs fsync of the service's and the agent's log files, so what the service wrote while
  *              stopping survives the shutdown that follows
+ *
+ * The service user can write its logs, its releases, PM2_HOME and the env file's directory, and a
+ * compromised service knows a drain is coming (it gets SIGINT): every read and fsync there goes
+ * through core/untrusted-files.ts (no link followed, a FIFO never waited on), so nothing it
+ * planted can stall the drain past the terminating hook's timeout or show root's files in
+ * watch.json. PM2 is only ever driven as the service user.
  */
-import { readdir, readFile, realpath, open } from 'node:fs/promises'
-import { join } from 'node:path'
+import { readdir } from 'node:fs/promises'
+import { basename, join, relative } from 'node:path'
 import { agentFile } from '../secrets/agent-files.js'
-import { parseEnv } from '../secrets/env-file.js'
-import { ConfigError, errnoCode, messageOf, toAgentError } from '../core/errors.js'
+import { ENV_FILE_MAX_BYTES, parseEnv } from '../secrets/env-file.js'
+import { ConfigError, messageOf, toAgentError } from '../core/errors.js'
+import { isRefused } from '../core/beneath.js'
+import { readUntrusted, syncUntrusted } from '../core/untrusted-files.js'
 import type { Exec } from '../core/exec.js'
 import type { LockHolder } from '../run/lock.js'
 import type { Logger } from '../core/logger.js'
@@ -31,6 +39,7 @@ import type { Scrubber } from '../secrets/redact.js'
 import { ensureServiceUser, type ServiceUser } from '../core/service-user.js'
 import type { WatchSettings } from '../config/settings.js'
 import { readState } from '../run/state.js'
+import { readCurrent } from '../releases/releases.js'
 import type { DrainRecord, DrainStepStatus } from './state.js'
 
 export interface DrainSeams {
@@ -81,17 +90,14 @@ export const locateDeployed = async (s: WatchSettings, exec: Exec): Promise<Depl
   if (service === undefined) return undefined
   const paths = pathsFor(s.root, service)
   const d: Deployed = { service, paths }
-  let release: string
+  // the release id from `current` (root's link), never a path resolved through releases/
+  const live = await readCurrent(paths.serviceDir)
+  if (live === undefined) return d
+  const release = join(paths.releasesDir, live)
   try {
-    release = await realpath(paths.current)
-  } catch (e) {
-    if (errnoCode(e) === 'ENOENT') return d
-    throw e
-  }
-  try {
-    d.spec = await loadServiceSpec(release, s.manifestFile, service)
-    d.serviceDir = join(release, d.spec.path)
     d.user = await ensureServiceUser(exec, s.serviceUser, { create: false })
+    d.spec = await loadServiceSpec({ dir: release, owner: d.user.uid }, s.manifestFile, service)
+    d.serviceDir = join(release, d.spec.path)
   } catch (e) {
     d.problem = messageOf(e)
   }
@@ -127,7 +133,7 @@ const preStop: Step = {
     const argv = d.spec.preStop
     if (!argv) return { status: 'skipped', detail: 'the manifest declares no preStop' }
     // the command's output may echo its environment: mask the env file's values in the log
-    const envText = await readFile(d.paths.envFile, 'utf8').catch(() => undefined)
+    const envText = d.user && await readUntrusted({ dir: d.paths.envDir, rel: basename(d.paths.envFile), owner: d.user.uid }, ENV_FILE_MAX_BYTES).catch(() => undefined)
     if (envText !== undefined) c.scrubber.add(Object.values(parseEnv(envText, d.paths.envFile)))
     const timeoutMs = c.settings.preStopTimeoutMs
     const r = await c.seams.exec.run(process.execPath, ['--import', agentFile('env-preload.js'), agentFile('run-with-env.js'), ...argv], {
@@ -147,8 +153,18 @@ const preStop: Step = {
   },
 }
 
-const pm2Alive = async (pm2Home: string, isAlive: DrainSeams['isAlive']): Promise<boolean> => {
-  const pid = Number((await readFile(join(pm2Home, 'pm2.pid'), 'utf8').catch(() => '')).trim())
+
+/** Whether PM2's daemon runs, from its pid file (in PM2_HOME, the service user's). A pid file
+ * that is not a plain file of the service user cannot tell: then PM2 is asked. */
+const pm2Alive = async (p: Paths, user: ServiceUser, isAlive: DrainSeams['isAlive']): Promise<boolean> => {
+  let text: string | undefined
+  try {
+    text = await readUntrusted({ dir: p.home, rel: join(relative(p.home, p.pm2Home), 'pm2.pid'), owner: user.uid }, 64)
+  } catch (e) {
+    if (isRefused(e)) return true
+    throw e
+  }
+  const pid = Number((text ?? '').trim())
   return Number.isSafeInteger(pid) && pid > 0 && isAlive(pid)
 }
 
@@ -157,8 +173,11 @@ const stopService: Step = {
   async run(c) {
     const d = c.deployed
     if (!d) return nothingDeployed(c)
+    // PM2 runs as the service user, always: PM2_HOME is that user's, and a PM2 CLI as root there
+    // would read its configuration, or start a root daemon the service could then command
+    if (!d.user) throw new ConfigError(`the service user of ${d.service} could not be found (${d.problem ?? 'unknown'}); PM2 is never run as root`, `check that user ${c.settings.serviceUser} exists`, 'DRAIN_STOP_FAILED')
     // a PM2 call without a daemon would start one: nothing runs, so nothing to stop
-    if (!(await pm2Alive(d.paths.pm2Home, c.seams.isAlive))) return { status: 'skipped', detail: `PM2 is not running (PM2_HOME=${d.paths.pm2Home})` }
+    if (!(await pm2Alive(d.paths, d.user, c.seams.isAlive))) return { status: 'skipped', detail: `PM2 is not running (PM2_HOME=${d.paths.pm2Home})` }
     const killTimeoutMs = d.spec?.killTimeoutMs ?? 5000
     // pm2 stop answers once the app exited: its kill timeout, plus --pm2-timeout for PM2 itself,
     // at most 30 s of it, so a hung daemon cannot eat the two-minute spot notice
@@ -171,21 +190,12 @@ const stopService: Step = {
   },
 }
 
+/** fsync of every regular file in `dir`; links, FIFOs and the rest are passed over unopened
+ * (a FIFO opened for reading would wait for a writer: the drain would hang) */
 const syncFiles = async (dir: string): Promise<number> => {
   const names = await readdir(dir).catch(() => [] as string[])
   let n = 0
-  for (const name of names) {
-    const fh = await open(join(dir, name), 'r').catch(() => undefined)
-    if (!fh) continue
-    try {
-      if ((await fh.stat()).isFile()) {
-        await fh.sync()
-        n += 1
-      }
-    } finally {
-      await fh.close()
-    }
-  }
+  for (const name of names) if (await syncUntrusted({ dir, rel: name }).catch(() => false)) n += 1
   return n
 }
 

@@ -96,7 +96,7 @@ t.test('any manifest text: a manifest, or an error naming the file and the field
 t.test('a huge manifest file is refused by its size: exit 2 naming the file, its size and the limit', async t => {
   const huge = JSON.stringify({ version: 1, services: { app: { env: { K: 'x'.repeat(MANIFEST_MAX_BYTES) } } } })
   const dir = t.testdir({ 'bootstrap-agent.json': huge, 'package.json': '{}' })
-  const e = await rejected(() => loadServiceSpec(dir, 'bootstrap-agent.json', 'app'))
+  const e = await rejected(() => loadServiceSpec({ dir, owner: process.getuid?.() ?? 0 }, 'bootstrap-agent.json', 'app'))
   if (!(e instanceof ConfigError)) return t.fail(`expected a ConfigError, got ${String(e)}`)
   t.equal(e.code, 'MANIFEST_INVALID')
   t.equal(e.exitCode, 2)

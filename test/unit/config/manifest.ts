@@ -1,5 +1,5 @@
 import t from 'tap'
-import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { loadServiceSpec, parseManifest, resolveServiceSpec } from '../../../agent/src/config/manifest.js'
 import { MANIFEST_SCHEMA } from '../../../agent/src/config/manifest-schema.js'
@@ -8,6 +8,9 @@ import { rejected, thrown } from '../../helpers/thrown.js'
 
 const F = 'bootstrap-agent.json'
 const m = (services: unknown) => JSON.stringify({ version: 1, services })
+
+/** a repository checked out by this test's own user */
+const mine = (dir: string) => ({ dir, owner: process.getuid?.() ?? 0 })
 
 t.test('schema/manifest.schema.json is the schema the agent validates with', async t => {
   const file = JSON.parse(await readFile(new URL('../../../schema/manifest.schema.json', import.meta.url), 'utf8'))
@@ -87,19 +90,44 @@ t.test('cluster mode needs a script', async t => {
 t.test('loadServiceSpec refuses paths leaving the repository through symlinks', async t => {
   const dir = t.testdir({ repo: { [F]: m({ a: { path: 'svc' } }) }, outside: { 'package.json': '{}' } })
   await symlink(join(dir, 'outside'), join(dir, 'repo', 'svc'))
-  const e = await rejected(() => loadServiceSpec(join(dir, 'repo'), F, 'a'))
+  const e = await rejected(() => loadServiceSpec(mine(join(dir, 'repo')), F, 'a'))
   t.match(e, { code: 'MANIFEST_PATH_ESCAPES' })
   await mkdir(join(dir, 'repo2'))
   await writeFile(join(dir, 'repo2', 'package.json'), JSON.stringify({ main: '../../outside/x.js' }))
-  t.match(await rejected(() => loadServiceSpec(join(dir, 'repo2'), F, 'a')), { code: /MANIFEST_PATH_(ESCAPES|MISSING)/ })
+  t.match(await rejected(() => loadServiceSpec(mine(join(dir, 'repo2')), F, 'a')), { code: /MANIFEST_PATH_(ESCAPES|MISSING)/ })
 })
 
 t.test('loadServiceSpec reads package.json facts', async t => {
   const dir = t.testdir({ 'package.json': JSON.stringify({ scripts: { start: 'node s.js' } }) })
-  const spec = await loadServiceSpec(dir, F, 'svc')
+  const spec = await loadServiceSpec(mine(dir), F, 'svc')
   t.same(spec.start, { kind: 'npm', script: 'start' })
   t.ok(spec.hasPackageJson)
   t.notOk(spec.fromManifest)
+})
+
+t.test('loadServiceSpec follows the repository\'s own links for paths, and returns the path resolved', async t => {
+  const dir = t.testdir({ [F]: m({ a: { path: 'api', start: { script: 'main.js' } } }), services: { api: { 'package.json': '{}', 'server.js': '' } } })
+  await symlink('services/api', join(dir, 'api'))
+  await symlink('server.js', join(dir, 'services/api/main.js'))
+  const spec = await loadServiceSpec(mine(dir), F, 'a')
+  t.equal(spec.path, 'services/api')
+  t.same(spec.start, { kind: 'script', script: 'main.js' })
+  t.ok(spec.hasPackageJson)
+})
+
+t.test('loadServiceSpec reads the manifest and package.json as files, never through a link (a link is refused, its target never quoted)', async t => {
+  const dir = t.testdir({ repo: {}, outside: { 'canary.json': '"canary-value-only-root-reads"' } })
+  const repo = join(dir, 'repo')
+  await symlink(join(dir, 'outside/canary.json'), join(repo, F))
+  const e = await rejected(() => loadServiceSpec(mine(repo), F, 'a'))
+  t.match(e, { code: 'UNTRUSTED_PATH_REFUSED', exitCode: 2, message: /bootstrap-agent\.json: it is a symbolic link/ })
+  t.notMatch(String(e instanceof Error ? e.message : e), /canary-value/)
+  await rm(join(repo, F))
+  await symlink(join(dir, 'outside/canary.json'), join(repo, 'package.json'))
+  t.match(await rejected(() => loadServiceSpec(mine(repo), F, 'a')), { code: 'UNTRUSTED_PATH_REFUSED', message: /package\.json: it is a symbolic link/ })
+  await rm(join(repo, 'package.json'))
+  await writeFile(join(repo, 'package.json'), '{}')
+  t.match(await rejected(() => loadServiceSpec({ dir: repo, owner: 4242 }, F, 'a')), { code: 'UNTRUSTED_PATH_REFUSED', message: /not to the service user \(uid 4242\)/ }, 'a file of another user')
 })
 
 t.test('preStop: an argv for the drain, optional', async t => {

@@ -1,10 +1,14 @@
-import { mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { createServer, type Socket } from 'node:net'
 import type { Exec } from '../../../agent/src/core/exec.js'
 import { createPm2, dumpHolds } from '../../../agent/src/pm2/cli.js'
+
+/** PM2_HOME = home, both this test user's */
+const H = (dir: string) => ({ home: dir, pm2Home: dir, owner: process.getuid?.() ?? 0 })
 
 const setup = (t: { teardown(fn: () => void): void }) => {
   const dir = mkdtempSync(join(tmpdir(), 'pm2-dump-'))
@@ -21,8 +25,8 @@ t.test('a dump written after the ecosystem file and listing the app holds it', a
   writeFileSync(dump, JSON.stringify([{ name: 'other' }, { name: 'app', pm_id: 0 }]))
   at(eco, 1_000)
   at(dump, 2_000)
-  t.equal(await dumpHolds(dir, eco, 'app'), true)
-  t.equal(await dumpHolds(dir, eco, 'missing'), false, 'an app the dump does not list')
+  t.equal(await dumpHolds(H(dir), eco, 'app'), true)
+  t.equal(await dumpHolds(H(dir), eco, 'missing'), false, 'an app the dump does not list')
 })
 
 t.test('an ecosystem file newer than the dump (a run killed between pm2 start and pm2 save): save', async t => {
@@ -31,17 +35,33 @@ t.test('an ecosystem file newer than the dump (a run killed between pm2 start an
   writeFileSync(dump, JSON.stringify([{ name: 'app' }]))
   at(dump, 1_000)
   at(eco, 2_000)
-  t.equal(await dumpHolds(dir, eco, 'app'), false)
+  t.equal(await dumpHolds(H(dir), eco, 'app'), false)
 })
 
 t.test('no dump, or a dump that is not JSON: save', async t => {
   const { dir, eco, dump, at } = setup(t)
   writeFileSync(eco, '{"apps":[]}')
   at(eco, 1_000)
-  t.equal(await dumpHolds(dir, eco, 'app'), false, 'no dump')
+  t.equal(await dumpHolds(H(dir), eco, 'app'), false, 'no dump')
   writeFileSync(dump, '[{"name":"app"')
   at(dump, 2_000)
-  t.equal(await dumpHolds(dir, eco, 'app'), false, 'half-written dump')
+  t.equal(await dumpHolds(H(dir), eco, 'app'), false, 'half-written dump')
+})
+
+t.test('a dump that is a link or a FIFO (PM2_HOME is the service user\'s) is no dump: save, at once', async t => {
+  const { dir, eco, dump, at } = setup(t)
+  writeFileSync(eco, '{"apps":[]}')
+  at(eco, 1_000)
+  const elsewhere = join(dir, 'elsewhere.json')
+  writeFileSync(elsewhere, JSON.stringify([{ name: 'app' }]))
+  at(elsewhere, 2_000)
+  symlinkSync(elsewhere, dump)
+  t.equal(await dumpHolds(H(dir), eco, 'app'), false, 'a link')
+  rmSync(dump)
+  // opts in to one child process: Node has no mkfifo
+  execFileSync('mkfifo', [dump])
+  t.equal(await dumpHolds(H(dir), eco, 'app'), false, 'a FIFO: never opened for a read that would wait')
+  t.equal(await dumpHolds({ ...H(dir), pm2Home: join(dir, 'none') }, eco, 'app'), false, 'no PM2_HOME')
 })
 
 t.test('a daemon that accepts and never answers is hung: ensureDaemon fails at once, without a `pm2 ping` waiting on it again', async t => {

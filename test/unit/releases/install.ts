@@ -3,11 +3,11 @@
  * (what decides that node_modules may be reused) and how npm ci's failures are reported.
  */
 import t from 'tap'
-import { writeFileSync } from 'node:fs'
+import { readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Exec, RunResult } from '../../../agent/src/core/exec.js'
 import { isAgentError } from '../../../agent/src/core/errors.js'
-import { installKey, npmCi, npmErrorSummary, readInstallKey } from '../../../agent/src/releases/install.js'
+import { installKey, npmCi, npmErrorSummary, readInstallInputs, readInstallKey } from '../../../agent/src/releases/install.js'
 import { rejected } from '../../helpers/thrown.js'
 
 const lockfile = JSON.stringify({ name: 'app', version: '1.0.0', lockfileVersion: 3, packages: { '': { name: 'app' } } })
@@ -30,12 +30,23 @@ t.test('the install key follows what npm ci reads, not the rest of package.json'
 })
 
 t.test('readInstallKey: none without a lockfile; package.json and .npmrc read beside it', async t => {
-  const dir = t.testdir({ 'package.json': pkg() })
-  t.equal(await readInstallKey(dir), undefined)
-  writeFileSync(join(dir, 'package-lock.json'), lockfile)
-  t.equal(await readInstallKey(dir), installKey({ lockfile, packageJson: pkg() }))
-  writeFileSync(join(dir, '.npmrc'), 'fetch-retries=1\n')
-  t.equal(await readInstallKey(dir), installKey({ lockfile, packageJson: pkg(), npmrc: 'fetch-retries=1\n' }))
+  const dir = t.testdir({ svc: { 'package.json': pkg() } })
+  const repo = { dir, owner: process.getuid?.() ?? 0 }
+  t.equal(await readInstallKey(repo, 'svc'), undefined)
+  writeFileSync(join(dir, 'svc/package-lock.json'), lockfile)
+  t.equal(await readInstallKey(repo, 'svc'), installKey({ lockfile, packageJson: pkg() }))
+  writeFileSync(join(dir, 'svc/.npmrc'), 'fetch-retries=1\n')
+  t.equal(await readInstallKey(repo, 'svc'), installKey({ lockfile, packageJson: pkg(), npmrc: 'fetch-retries=1\n' }))
+})
+
+t.test('readInstallInputs reads as the service user\'s files: a link (to a root-only file) is refused, never read', async t => {
+  const dir = t.testdir({ 'canary.txt': 'canary-only-root-reads-this', svc: { 'package.json': pkg(), 'package-lock.json': lockfile } })
+  const repo = { dir, owner: process.getuid?.() ?? 0 }
+  symlinkSync(join(dir, 'canary.txt'), join(dir, 'svc/.npmrc'))
+  const e = await rejected(() => readInstallInputs(repo, 'svc'))
+  t.match(e, { code: 'UNTRUSTED_PATH_REFUSED', message: /\.npmrc: it is a symbolic link/ })
+  t.notMatch(String(e instanceof Error ? e.message : e), /canary-only/)
+  t.same(await readInstallInputs(repo, 'none'), undefined, 'no lockfile')
 })
 
 /** npm as a fake: answers every call with `result`, records the calls */
@@ -52,7 +63,14 @@ const fakeNpm = (result: Partial<RunResult>) => {
 
 const ci = async (dir: string, result: Partial<RunResult>) => {
   const npm = fakeNpm(result)
-  const e = await rejected(() => npmCi({ exec: npm.exec, dir, home: dir, user: undefined, timeoutMs: 1000, onLine: () => {} }))
+  const lock = (() => {
+    try {
+      return readFileSync(join(dir, 'package-lock.json'), 'utf8')
+    } catch {
+      return undefined
+    }
+  })()
+  const e = await rejected(() => npmCi({ exec: npm.exec, dir, lockfile: lock, home: dir, user: undefined, timeoutMs: 1000, onLine: () => {} }))
   if (!isAgentError(e)) throw e
   return { e, calls: npm.calls }
 }

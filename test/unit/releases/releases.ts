@@ -1,15 +1,12 @@
-import { lstat, mkdir, readdir, readFile, readlink, symlink, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { lstat, mkdir, readdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import t, { type Test } from 'tap'
+import { readReleaseRecord, recordRelease } from '../../../agent/src/releases/records.js'
 import {
-  RELEASE_MARKER,
   listReleases,
-  markReleaseComplete,
-  markReleaseGood,
   parseReleaseId,
   pickReleasesToPrune,
   readCurrent,
-  readReleaseMeta,
   releaseId,
   removeRelease,
   removeStaleTemps,
@@ -57,62 +54,48 @@ t.test('pickReleasesToPrune', async (t) => {
   for (const [name, input, expected] of table) t.same(pickReleasesToPrune(input), expected, name)
 })
 
-/** A service dir with complete releases `ids` and, without the marker, `incomplete` ones. */
+/** A service dir (`<testdir>/srv`, its records in `<testdir>/records`) with complete releases
+ * `ids` and, without a record, `incomplete` ones. */
 const serviceDir = async (t: Test, ids: number[], incomplete: number[] = []) => {
-  const dir = t.testdir()
+  const dir = join(t.testdir(), 'srv')
   for (const n of [...ids, ...incomplete]) {
     const rel = join(dir, 'releases', r(n))
     await mkdir(rel, { recursive: true })
     await writeFile(join(rel, 'index.js'), `// release ${n}\n`)
-    if (ids.includes(n)) {
-      await markReleaseComplete(rel, meta(r(n)))
-    }
+    if (ids.includes(n)) await recordRelease(P(dir).releaseRecords, meta(r(n)))
   }
   return dir
 }
 
-const entries = async (dir: string) => (await readdir(dir)).sort()
+/** the release paths of a service dir made by serviceDir */
+const P = (dir: string) => ({ serviceDir: dir, releaseRecords: join(dirname(dir), 'records') })
+/** removeTree as the test's own user (the agent runs it as the service user: core/remove-tree.ts) */
+const removeTree = (d: string) => rm(d, { recursive: true, force: true })
 
-t.test('markReleaseComplete / markReleaseGood / readReleaseMeta', async (t) => {
-  const dir = await serviceDir(t, [1], [2])
-  const rel = join(dir, 'releases', r(1))
-  t.same(await readReleaseMeta(rel), meta(r(1)))
-  t.match(await markReleaseGood(rel), { id: r(1), good: true })
-  t.match(await readReleaseMeta(rel), { good: true })
-  t.same(await entries(rel), [RELEASE_MARKER, 'index.js'], 'no temp left')
-  t.equal(await readReleaseMeta(join(dir, 'releases', r(2))), undefined, 'no marker')
-  await t.rejects(markReleaseGood(join(dir, 'releases', r(2))), { code: 'RELEASE_INCOMPLETE' })
-  await t.rejects(markReleaseComplete(rel, meta(r(2))), { code: 'RELEASE_META_MISMATCH' })
-  const badGood = JSON.stringify({ ...meta(r(1)), good: 'yes' })
-  const badKey = JSON.stringify({ ...meta(r(1)), installKey: 7 })
-  for (const bad of ['{', 'null', '{"id":1}', badGood, badKey]) {
-    await writeFile(join(rel, RELEASE_MARKER), bad)
-    t.equal(await readReleaseMeta(rel), undefined, `corrupt marker ${bad}`)
-  }
-})
+const entries = async (dir: string) => (await readdir(dir)).sort()
 
 t.test('switchCurrent flips atomically to a relative link and reports the previous release', async (t) => {
   const dir = await serviceDir(t, [1, 2])
-  t.same(await switchCurrent(dir, r(1)), {}, 'first switch: nothing before')
+  t.same(await switchCurrent(P(dir), r(1)), {}, 'first switch: nothing before')
   t.equal(await readlink(join(dir, 'current')), `releases/${r(1)}`)
-  t.same(await switchCurrent(dir, r(2)), { previous: r(1) })
+  t.same(await switchCurrent(P(dir), r(2)), { previous: r(1) })
   t.equal(await readlink(join(dir, 'current')), `releases/${r(2)}`)
   t.equal(await readFile(join(dir, 'current', 'index.js'), 'utf8'), '// release 2\n')
   t.equal(await readCurrent(dir), r(2))
   t.same(await entries(dir), ['current', 'releases'], 'no temp link left')
-  t.same(await switchCurrent(dir, r(2)), { previous: r(2) }, 're-running converges')
+  t.same(await switchCurrent(P(dir), r(2)), { previous: r(2) }, 're-running converges')
 })
 
 t.test('switchCurrent refuses a release that is missing or incomplete', async (t) => {
   const dir = await serviceDir(t, [1], [2])
-  await switchCurrent(dir, r(1))
-  await t.rejects(switchCurrent(dir, r(2)), { code: 'RELEASE_INCOMPLETE', message: /incomplete/ })
-  await t.rejects(switchCurrent(dir, r(3)), { code: 'RELEASE_INCOMPLETE' }, 'missing')
-  await t.rejects(switchCurrent(dir, '../../etc'), { code: 'RELEASE_ID_INVALID' })
-  // a marker copied from another release does not make this one complete
+  await switchCurrent(P(dir), r(1))
+  await t.rejects(switchCurrent(P(dir), r(2)), { code: 'RELEASE_INCOMPLETE', message: /incomplete/ })
+  await t.rejects(switchCurrent(P(dir), r(3)), { code: 'RELEASE_INCOMPLETE' }, 'missing')
+  await t.rejects(switchCurrent(P(dir), '../../etc'), { code: 'RELEASE_ID_INVALID' })
+  // a record planted inside the release (where agents before kept it) makes nothing complete
   const rel2 = join(dir, 'releases', r(2))
-  await writeFile(join(rel2, RELEASE_MARKER), await readFile(join(dir, 'releases', r(1), RELEASE_MARKER)))
-  await t.rejects(switchCurrent(dir, r(2)), { code: 'RELEASE_INCOMPLETE' })
+  await writeFile(join(rel2, '.bootstrap-release.json'), JSON.stringify({ ...meta(r(2)), good: true }))
+  await t.rejects(switchCurrent(P(dir), r(2)), { code: 'RELEASE_INCOMPLETE' })
   t.equal(await readCurrent(dir), r(1), 'current untouched')
   t.same(await entries(dir), ['current', 'releases'])
 })
@@ -121,7 +104,7 @@ t.test('switchCurrent refuses when current is a real directory and changes nothi
   const dir = await serviceDir(t, [1])
   await mkdir(join(dir, 'current'))
   await writeFile(join(dir, 'current', 'app.js'), 'hand made')
-  await t.rejects(switchCurrent(dir, r(1)), { code: 'CURRENT_NOT_SYMLINK', message: /not a symlink/ })
+  await t.rejects(switchCurrent(P(dir), r(1)), { code: 'CURRENT_NOT_SYMLINK', message: /not a symlink/ })
   t.ok((await lstat(join(dir, 'current'))).isDirectory())
   t.equal(await readFile(join(dir, 'current', 'app.js'), 'utf8'), 'hand made')
   t.same(await entries(dir), ['current', 'releases'])
@@ -133,13 +116,19 @@ t.test('readCurrent', async (t) => {
   t.equal(await readCurrent(dir), undefined, 'missing')
   await symlink(`releases/${r(7)}`, join(dir, 'current'))
   t.equal(await readCurrent(dir), undefined, 'dangling')
-  t.same(await switchCurrent(dir, r(1)), {}, 'a dangling current is no previous release')
+  t.same(await switchCurrent(P(dir), r(1)), {}, 'a dangling current is no previous release')
   const abs = await serviceDir(t, [1])
   await symlink(join(abs, 'releases', r(1)), join(abs, 'current'))
   t.equal(await readCurrent(abs), r(1), 'absolute link into releases/ is understood')
   const other = await serviceDir(t, [1])
   await symlink('/tmp', join(other, 'current'))
   t.equal(await readCurrent(other), undefined, 'a link outside releases/')
+  // releases/ is the service user's: a release it replaced with a link is no release
+  const swapped = await serviceDir(t, [1])
+  await switchCurrent(P(swapped), r(1))
+  await rm(join(swapped, 'releases', r(1)), { recursive: true })
+  await symlink('/tmp', join(swapped, 'releases', r(1)))
+  t.equal(await readCurrent(swapped), undefined, 'a release swapped for a link')
 })
 
 t.test('listReleases lists release dirs only, oldest first', async (t) => {
@@ -152,17 +141,19 @@ t.test('listReleases lists release dirs only, oldest first', async (t) => {
 
 t.test('removeRelease removes a release, never the live one', async (t) => {
   const dir = await serviceDir(t, [1, 2])
-  await switchCurrent(dir, r(2))
-  await t.rejects(removeRelease(dir, r(2)), { code: 'RELEASE_IN_USE' })
-  await t.rejects(removeRelease(dir, '..'), { code: 'RELEASE_ID_INVALID' })
-  await removeRelease(dir, r(1))
-  await removeRelease(dir, r(5)) // already gone: converges
+  await switchCurrent(P(dir), r(2))
+  await t.rejects(removeRelease(P(dir), r(2), removeTree), { code: 'RELEASE_IN_USE' })
+  await t.rejects(removeRelease(P(dir), '..', removeTree), { code: 'RELEASE_ID_INVALID' })
+  await removeRelease(P(dir), r(1), removeTree)
+  await removeRelease(P(dir), r(5), removeTree) // already gone: converges
   t.same(await listReleases(dir), [r(2)])
+  t.equal(await readReleaseRecord(P(dir).releaseRecords, r(1)), undefined, 'its record went first')
+  t.ok(await readReleaseRecord(P(dir).releaseRecords, r(2)))
 })
 
 t.test('removeStaleTemps removes leftover temp links of a killed switch', async (t) => {
   const dir = await serviceDir(t, [1])
-  await switchCurrent(dir, r(1))
+  await switchCurrent(P(dir), r(1))
   await symlink(`releases/${r(1)}`, join(dir, '.current.tmp-deadbeef'))
   await symlink('releases/gone', join(dir, '.current.tmp-cafe'))
   t.same((await removeStaleTemps(dir)).sort(), ['.current.tmp-cafe', '.current.tmp-deadbeef'])

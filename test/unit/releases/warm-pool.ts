@@ -12,7 +12,8 @@ import { restartPendingFile } from '../../../agent/src/run/phases/switch.js'
 import { verify } from '../../../agent/src/run/phases/verify.js'
 import type { Pm2 } from '../../../agent/src/pm2/cli.js'
 import { createScrubber } from '../../../agent/src/secrets/redact.js'
-import { markReleaseComplete, readReleaseMeta, releaseId } from '../../../agent/src/releases/releases.js'
+import { readReleaseRecord, recordRelease } from '../../../agent/src/releases/records.js'
+import { releaseId } from '../../../agent/src/releases/releases.js'
 import type { RunContext, Seams } from '../../../agent/src/run/context.js'
 import { resolveSettings } from '../../../agent/src/config/settings.js'
 import {
@@ -87,12 +88,13 @@ const preparedContext = async (t: Test, warmPool: string | undefined, s: Seams =
   await mkdir(dir, { recursive: true })
   await writeFile(join(dir, 'package.json'), '{"name":"app","version":"1.0.0","main":"server.js"}')
   await writeFile(join(dir, 'server.js'), '')
-  await markReleaseComplete(dir, { id, commit: 'b'.repeat(40), branch: 'stage', createdAt: '2026-11-24T05:00:00Z' })
+  await recordRelease(paths.releaseRecords, { id, commit: 'b'.repeat(40), branch: 'stage', createdAt: '2026-11-24T05:00:00Z' })
   await writeFile(restartPendingFile(paths.serviceDir), '')
   return {
     seams: s, log: pino({ level: 'silent' }), scrubber: createScrubber(), input: { flags: {}, env: {}, agentEnv: {}, mode: 'aws' },
     ...(warmPool ? { warmPool } : {}),
-    settings, paths, spec: await loadServiceSpec(dir, settings.manifestFile, 'app'),
+    settings, paths, spec: await loadServiceSpec({ dir, owner: process.getuid?.() ?? 0 }, settings.manifestFile, 'app'),
+    user: { name: 'me', uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, switchTo: undefined, created: false },
     release: { id, dir, serviceDir: dir, commit: 'b'.repeat(40), reused: false },
   }
 }
@@ -116,7 +118,7 @@ t.test('a warm-pool run: start and verify start nothing, the release is marked p
   t.equal(ctx.started, undefined)
   t.same(await verify.run(ctx), { status: 'skipped', detail: WARM_POOL_DETAIL }, 'verify: skipped, no PM2 call')
   t.equal(await isWarmPrepared(p.serviceDir, rel.id), true, 'the release is the prepared one')
-  t.notOk((await readReleaseMeta(rel.dir))?.good, 'not marked good: it never passed a health check')
+  t.notOk((await readReleaseRecord(p.releaseRecords, rel.id))?.good, 'not marked good: it never passed a health check')
   t.equal(await readFile(restartPendingFile(p.serviceDir), 'utf8'), '', '.restart-pending stays: the run out of the pool must (re)start it')
   t.equal(ctx.url, undefined, 'no URL')
 })
@@ -134,5 +136,5 @@ t.test('a healthy run clears the prepared marker (the release is good from then 
   await markWarmPrepared(p.serviceDir, rel.id)
   t.match(await verify.run(ctx), { detail: /online/ })
   t.equal(await isWarmPrepared(p.serviceDir, rel.id), false, 'marker removed')
-  t.equal((await readReleaseMeta(rel.dir))?.good, true, 'the release is good')
+  t.equal((await readReleaseRecord(p.releaseRecords, rel.id))?.good, true, 'the release is good')
 })

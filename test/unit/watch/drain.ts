@@ -3,7 +3,8 @@
  * pid file, log files) with our own seams faked: Exec (the preStop command, getent for the service
  * user), Pm2, the run lock and signals.
  */
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { lchownSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
@@ -19,6 +20,17 @@ import { resolveWatchSettings } from '../../../agent/src/config/settings.js'
 import type { DrainRecord } from '../../../agent/src/watch/state.js'
 
 const SECRET = `s3cret-${Date.now()}-value`
+/** the live release's id */
+const LIVE = '20261124T050000Z-0123456789ab'
+/** the service user getent answers with (below); its files are chowned to it when the test is root */
+const SERVICE = { uid: 990, gid: 985 }
+
+/** what the service user writes belongs to it, as on an instance (the agent reads only such files) */
+const chownTree = (path: string) => {
+  if (process.getuid?.() !== 0) return
+  lchownSync(path, SERVICE.uid, SERVICE.gid)
+  if (statSync(path).isDirectory()) for (const n of readdirSync(path)) chownTree(join(path, n))
+}
 const silent = () => pino({ level: 'debug' }, new Writable({ write: (_c, _e, done) => done() }))
 
 const makeRoot = (o: { preStop?: string[]; deployed?: boolean } = {}) => {
@@ -28,20 +40,21 @@ const makeRoot = (o: { preStop?: string[]; deployed?: boolean } = {}) => {
   mkdirSync(join(root, 'var/lib/bootstrap-agent/home/.pm2'), { recursive: true })
   writeFileSync(join(root, 'var/lib/bootstrap-agent/state.json'), JSON.stringify({ service: 'api' }))
   writeFileSync(join(root, 'var/lib/bootstrap-agent/home/.pm2/pm2.pid'), '4242\n')
-  const release = join(root, 'srv/api/releases/r1')
+  const release = join(root, `srv/api/releases/${LIVE}`)
   mkdirSync(join(release, 'svc'), { recursive: true })
   writeFileSync(join(release, 'bootstrap-agent.json'), JSON.stringify({
     version: 1,
     services: { api: { path: 'svc', start: { script: 'server.js' }, env: { PORT: '3000' }, killTimeoutMs: 1234, ...(o.preStop ? { preStop: o.preStop } : {}) } },
   }))
   writeFileSync(join(release, 'svc/server.js'), '')
-  symlinkSync('releases/r1', join(root, 'srv/api/current'))
+  symlinkSync(`releases/${LIVE}`, join(root, 'srv/api/current'))
   mkdirSync(join(root, 'etc/bootstrap-agent/env'), { recursive: true })
   writeFileSync(join(root, 'etc/bootstrap-agent/env/api.env'), serializeEnv({ API_KEY: SECRET }), { mode: 0o600 })
   mkdirSync(join(root, 'srv/api/logs'))
   writeFileSync(join(root, 'srv/api/logs/api-out.log'), 'hello\n')
   mkdirSync(join(root, 'var/log/bootstrap-agent'), { recursive: true })
   writeFileSync(join(root, 'var/log/bootstrap-agent/agent.log'), '{}\n')
+  for (const d of ['srv/api/releases', 'srv/api/logs', 'var/lib/bootstrap-agent/home', 'etc/bootstrap-agent/env']) chownTree(join(root, d))
   return { root, release }
 }
 
@@ -139,6 +152,40 @@ t.test('preStop failing or timing out: recorded (secret masked), the service is 
   const slow = fakes({ preStop: { exitCode: -1, timedOut: true } })
   const r2 = await drain(root, slow)
   t.match(r2.step('pre-stop')?.detail, /\[DRAIN_PRESTOP_TIMEOUT\] preStop \["\.\/bye"\] did not finish within 30 s/)
+})
+
+t.test('a hostile service before the drain: FIFOs and links in its logs, PM2_HOME and env file stall nothing and show nothing', async t => {
+  const { root } = makeRoot({ preStop: ['node', 'bye.js'] })
+  const canary = join(root, 'canary.txt')
+  writeFileSync(canary, 'canary-only-root-reads-this', { mode: 0o600 })
+  const logs = join(root, 'srv/api/logs')
+  const envFile = join(root, 'etc/bootstrap-agent/env/api.env')
+  const pid = join(root, 'var/lib/bootstrap-agent/home/.pm2/pm2.pid')
+  // this test opts in to child processes: Node has no mkfifo. Each FIFO would block root's open
+  // for reading until a writer came: forever.
+  execFileSync('mkfifo', [join(logs, 'evil.fifo')])
+  symlinkSync(canary, join(logs, 'api-error.log'))
+  rmSync(envFile)
+  execFileSync('mkfifo', [envFile])
+  rmSync(pid)
+  execFileSync('mkfifo', [pid])
+  for (const d of ['srv/api/logs', 'var/lib/bootstrap-agent/home', 'etc/bootstrap-agent/env']) chownTree(join(root, d))
+  const f = fakes()
+  const r = await drain(root, f)
+  t.same(r.record.steps.map(s => [s.name, s.status]), [['stop-run', 'skipped'], ['pre-stop', 'ok'], ['stop', 'ok'], ['flush-logs', 'ok']], 'the drain ran to its end')
+  t.same(f.pm2Calls, ['list', 'stop api'], 'a pid file that is a FIFO: PM2 is asked, and the service still stopped')
+  t.match(r.step('flush-logs')?.detail, /^2 log files synced/, 'the FIFO and the link passed over: the real log and agent.log')
+  t.notMatch(JSON.stringify(r.record), /canary-only/)
+})
+
+t.test('the service user unknown: PM2 is not run (as root) at all', async t => {
+  const { root } = makeRoot()
+  const f = fakes()
+  const noUser: Exec = { run: async (file, args, opts) => (file === 'getent' ? { exitCode: 2, stdout: '', stderr: '', timedOut: false } : f.seams.exec.run(file, args, opts)) }
+  if (process.getuid?.() !== 0) return t.pass('not root: PM2 runs as the agent itself')
+  const r = await drain(root, { ...f, seams: { ...f.seams, exec: noUser } })
+  t.match(r.step('stop'), { status: 'failed', detail: /\[DRAIN_STOP_FAILED\] the service user of api could not be found .*PM2 is never run as root/ })
+  t.same(f.pm2Calls, [])
 })
 
 t.test('nothing deployed, no preStop, PM2 not running, app stopped already: skipped with the reason', async t => {

@@ -1,14 +1,14 @@
 import { join } from 'node:path'
 import { AgentError } from '../../core/errors.js'
 import { outputEvidence } from '../../core/evidence.js'
-import { readInstallKey } from '../../releases/install.js'
-import { markReleaseComplete } from '../../releases/releases.js'
+import { recordRelease } from '../../releases/records.js'
 import type { Phase } from '../runner.js'
 import { need, type RunContext } from '../context.js'
 
 /**
  * The manifest's build command (as the service user, no shell, no secrets in its environment),
- * then the release is marked complete: only a complete release can become `current`.
+ * then the release is recorded (releases/records.ts), which makes it complete: only a complete
+ * release can become `current`.
  */
 export const build: Phase<RunContext> = {
   name: 'build',
@@ -46,10 +46,10 @@ export const build: Phase<RunContext> = {
       }
       detail = spec.build.join(' ')
     }
-    const installKey = spec.hasPackageJson ? await readInstallKey(rel.serviceDir) : undefined
-    await markReleaseComplete(rel.dir, {
+    // the key `install` read before npm ci and this build ran: what they left on disk is theirs
+    await recordRelease(p.releaseRecords, {
       id: rel.id, commit: rel.commit, branch: s.branch, createdAt: ctx.seams.now().toISOString(),
-      ...(installKey ? { installKey } : {}),
+      ...(ctx.installKey ? { installKey: ctx.installKey } : {}),
     })
     return detail ? { detail } : { status: 'skipped', detail: 'no build command; release marked complete' }
   },

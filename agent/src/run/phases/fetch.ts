@@ -1,12 +1,14 @@
 import { join } from 'node:path'
+import { lstatBeneath } from '../../core/beneath.js'
 import { ensureDir, exists } from '../../core/dirs.js'
 import { ConfigError } from '../../core/errors.js'
 import type { Git, GitCredential } from '../../git/client.js'
 import { branchNotFound, repoEmpty } from '../../git/errors.js'
 import { loadServiceSpec } from '../../config/manifest.js'
-import { readCurrent, readReleaseMeta, releaseId, removeRelease, removeStaleTemps } from '../../releases/releases.js'
+import { adoptLegacyRelease, readReleaseRecord, removeStaleRecordTemps, type ReleaseRecord } from '../../releases/records.js'
+import { readCurrent, releaseId, removeRelease, removeStaleTemps } from '../../releases/releases.js'
 import type { Phase } from '../runner.js'
-import { need, type RunContext } from '../context.js'
+import { need, removeAsService, serviceTree, type RunContext } from '../context.js'
 import { ensureServiceUser } from '../../core/service-user.js'
 import { serviceReachProblem } from '../service-reach.js'
 import type { Settings } from '../../config/settings.js'
@@ -34,12 +36,16 @@ export const fetch: Phase<RunContext> = {
     ctx.user = user
     if (user.created) ctx.log.info({ user: user.name, uid: user.uid }, 'created service user')
     const owner = user.switchTo
-    await ensureDir(p.serviceDir, 0o755)
+    // root's own directories stay root's (records and markers live there); the service user gets
+    // its releases, logs and home, and nothing root keeps is inside them
+    const agent = owner ? { uid: 0, gid: 0 } : undefined
+    await ensureDir(p.serviceDir, 0o755, agent)
     await ensureDir(p.releasesDir, 0o755, owner)
     await ensureDir(p.appLogDir, 0o750, owner)
-    await ensureDir(p.stateDir, 0o755)
+    await ensureDir(p.stateDir, 0o755, agent)
     await ensureDir(p.home, 0o700, owner)
     await removeStaleTemps(p.serviceDir)
+    await removeStaleRecordTemps(p.releaseRecords)
 
     const source = ctx.seams.secrets(s)
     // the secret values are read while git works; the `secrets` phase awaits them
@@ -52,18 +58,18 @@ export const fetch: Phase<RunContext> = {
 
     ctx.liveRelease = await readCurrent(p.serviceDir)
     const liveDir = ctx.liveRelease && join(p.releasesDir, ctx.liveRelease)
-    const liveMeta = liveDir ? await readReleaseMeta(liveDir) : undefined
+    const liveMeta = ctx.liveRelease ? await liveRecord(ctx, ctx.liveRelease) : undefined
     // a release a warm-pool run prepared is reused too (releases/warm-pool.ts); a branch that moved meanwhile is not
     const prepared = liveMeta !== undefined && !liveMeta.good && (await isWarmPrepared(p.serviceDir, liveMeta.id))
     if (liveDir && (liveMeta?.good || prepared) && liveMeta.commit === head) {
-      ctx.spec = await loadServiceSpec(liveDir, s.manifestFile, s.service)
+      ctx.spec = await loadServiceSpec(serviceTree(ctx, liveDir), s.manifestFile, s.service)
       ctx.release = { id: liveMeta.id, dir: liveDir, serviceDir: join(liveDir, ctx.spec.path), commit: head, reused: true }
       return { status: 'skipped', detail: `commit ${head.slice(0, 12)} is already ${prepared ? 'prepared (warm pool)' : 'live'} (${liveMeta.id})` }
     }
 
     const id = releaseId(ctx.seams.now(), head)
     // left by a failed attempt within the same second: it was never good, so it can go
-    if (id !== ctx.liveRelease && (await exists(join(p.releasesDir, id)))) await removeRelease(p.serviceDir, id)
+    if (id !== ctx.liveRelease && (await exists(join(p.releasesDir, id)))) await removeRelease(p, id, removeAsService(ctx))
     const dir = join(p.releasesDir, id)
     const { commit } = await git.cloneBranch(s.repository, s.branch, { dir, ...(owner ?? {}) }, ctx.credential)
     if (commit !== head) {
@@ -72,19 +78,35 @@ export const fetch: Phase<RunContext> = {
       ctx.remoteCommit = commit
     }
     try {
-      if (liveDir && (await exists(join(liveDir, s.manifestFile))) && !(await exists(join(dir, s.manifestFile)))) {
+      if (liveDir && (await lstatBeneath(liveDir, s.manifestFile)) && !(await lstatBeneath(dir, s.manifestFile))) {
         throw manifestRemoved(s, commit, ctx.liveRelease ?? '')
       }
-      ctx.spec = await loadServiceSpec(dir, s.manifestFile, s.service)
+      ctx.spec = await loadServiceSpec(serviceTree(ctx, dir), s.manifestFile, s.service)
     } catch (e) {
       // a commit that cannot be deployed leaves no release behind (rollback only knows ctx.release);
       // should the removal fail, the leftover was never good and cleanup prunes it later
-      await removeRelease(p.serviceDir, id).catch(() => undefined)
+      await removeRelease(p, id, removeAsService(ctx)).catch(() => undefined)
       throw e
     }
     ctx.release = { id, dir, serviceDir: join(dir, ctx.spec.path), commit, reused: false }
     return { detail: `cloned ${s.branch} @ ${commit.slice(0, 12)} into ${id}` }
   },
+}
+
+/**
+ * The agent's record of the live release; for a release an earlier agent deployed (its record
+ * was kept inside the release, where the service user could rewrite it) the previous run's
+ * state.json is the evidence, or there is no record (releases/records.ts adoptLegacyRelease).
+ */
+const liveRecord = async (ctx: RunContext, live: string): Promise<ReleaseRecord | undefined> => {
+  const s = need(ctx.settings, 'settings')
+  const p = need(ctx.paths, 'paths')
+  const record = await readReleaseRecord(p.releaseRecords, live)
+  if (record) return record
+  const adopted = await adoptLegacyRelease(p.releaseRecords, live, ctx.previousRun, s.service)
+  if (adopted) ctx.log.info({ release: live, from: adopted.adoptedFrom }, `adopted live release ${live} of an earlier agent version: its record now lives in ${p.releaseRecords}`)
+  else ctx.log.warn({ release: live }, `live release ${live} has no record the agent can trust (an earlier agent kept it inside the release): it is not a rollback target, and this run deploys a fresh release`)
+  return adopted
 }
 
 /** Where the branch name came from, and how to pick another, for the branch-not-found message. */

@@ -1,10 +1,10 @@
-import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { copyNodeModules, npmCi, readInstallKey } from '../../releases/install.js'
+import { copyNodeModules, installKey, npmCi, readInstallInputs } from '../../releases/install.js'
 import { preparePm2InBackground } from '../../pm2/ready.js'
-import { listReleases, readReleaseMeta } from '../../releases/releases.js'
+import { readReleaseRecord } from '../../releases/records.js'
+import { listReleases } from '../../releases/releases.js'
 import type { Phase } from '../runner.js'
-import { need, type RunContext } from '../context.js'
+import { need, removeAsService, serviceTree, type RunContext } from '../context.js'
 
 /** `npm ci`, or node_modules hard-linked from the newest good release with the same install key. */
 export const install: Phase<RunContext> = {
@@ -16,23 +16,25 @@ export const install: Phase<RunContext> = {
     if (!spec.hasPackageJson) return { status: 'skipped', detail: 'no package.json' }
     const s = need(ctx.settings, 'settings')
     const p = need(ctx.paths, 'paths')
-    const key = await readInstallKey(rel.serviceDir)
+    // read before any code of the release runs; `build` records this key, not what is on disk then
+    const inputs = await readInstallInputs(serviceTree(ctx, rel.dir), spec.path)
+    const key = inputs && installKey(inputs)
+    if (key) ctx.installKey = key
     if (key) {
       for (const id of (await listReleases(p.serviceDir)).reverse()) {
         if (id === rel.id) continue
-        const dir = join(p.releasesDir, id)
-        const meta = await readReleaseMeta(dir)
-        if (!meta?.good || meta.installKey !== key) continue
+        const record = await readReleaseRecord(p.releaseRecords, id)
+        if (!record?.good || record.installKey !== key) continue
         // same lockfile + same Node ABI = what npm ci would produce (a lockfile without
         // dependencies may have produced no node_modules at all: nothing to copy then)
         try {
-          await copyNodeModules(ctx.seams.exec, join(dir, spec.path), rel.serviceDir, ctx.user?.switchTo)
+          await copyNodeModules(ctx.seams.exec, { dir: join(p.releasesDir, id), path: spec.path }, rel.serviceDir, ctx.user?.switchTo)
           return { status: 'skipped', detail: `lockfile and Node ABI unchanged: node_modules reused from ${id}` }
         } catch (e) {
           // hard links can be refused (files of another owner under fs.protected_hardlinks, a full
           // disk): npm ci still gives the same tree, only slower
           ctx.log.warn({ from: id, error: e instanceof Error ? e.message : String(e) }, 'reusing node_modules failed; running npm ci')
-          await rm(join(rel.serviceDir, 'node_modules'), { recursive: true, force: true })
+          await removeAsService(ctx)(join(rel.serviceDir, 'node_modules'))
           break
         }
       }
@@ -43,6 +45,7 @@ export const install: Phase<RunContext> = {
     await npmCi({
       exec: ctx.seams.exec,
       dir: rel.serviceDir,
+      lockfile: inputs?.lockfile,
       home: p.home,
       user: ctx.user?.switchTo,
       timeoutMs: s.installTimeoutMs,

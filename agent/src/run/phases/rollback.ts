@@ -3,10 +3,11 @@ import { join } from 'node:path'
 import { writeFileAtomic } from '../../core/atomic-write.js'
 import { messageOf, type AgentError } from '../../core/errors.js'
 import { serviceLogs, waitHealthy } from '../health.js'
-import { listReleases, readReleaseMeta, removeRelease, switchCurrent } from '../../releases/releases.js'
+import { readReleaseRecord } from '../../releases/records.js'
+import { listReleases, removeRelease, switchCurrent } from '../../releases/releases.js'
 import type { PhaseResult } from '../runner.js'
 import { loadServiceSpec, type ServiceSpec } from '../../config/manifest.js'
-import { need, type RunContext } from '../context.js'
+import { need, removeAsService, serviceTree, type RunContext } from '../context.js'
 import { ecosystemFor } from './start.js'
 
 /**
@@ -20,7 +21,7 @@ const restoredSpec = async (ctx: RunContext, dir: string): Promise<ServiceSpec> 
   const s = need(ctx.settings, 'settings')
   const spec = need(ctx.spec, 'spec')
   try {
-    return await loadServiceSpec(dir, s.manifestFile, s.service)
+    return await loadServiceSpec(serviceTree(ctx, dir), s.manifestFile, s.service)
   } catch (e) {
     ctx.log.warn({ release: dir, error: messageOf(e) }, 'the restored release manifest does not load; keeping the current PM2 definition')
     return spec
@@ -36,19 +37,19 @@ export const rollback = async (ctx: RunContext, _err: AgentError): Promise<Phase
   if (!sw || !p || !s || !spec) {
     // a release cloned by this run that never went live is of no use to anyone
     if (p && rel && !rel.reused && rel.id !== ctx.liveRelease) {
-      await removeRelease(p.serviceDir, rel.id)
+      await removeRelease(p, rel.id, removeAsService(ctx))
       return { detail: `nothing live was changed; removed the unused release ${rel.id}` }
     }
     return { status: 'skipped', detail: 'nothing live was changed' }
   }
   const pm2 = (ctx.pm2 ??= ctx.seams.pm2(s, p, ctx.user))
   let previous = sw.previousRelease
-  let prevMeta = previous ? await readReleaseMeta(join(p.releasesDir, previous)) : undefined
+  let prevMeta = previous ? await readReleaseRecord(p.releaseRecords, previous) : undefined
   if (sw.release && prevMeta?.good !== true) {
     // `current` was on a release that never passed its health check (a run killed between switch
     // and verify): go back to the newest good release instead of stopping the service
     for (const id of (await listReleases(p.serviceDir)).reverse()) {
-      const meta = await readReleaseMeta(join(p.releasesDir, id))
+      const meta = await readReleaseRecord(p.releaseRecords, id)
       if (meta?.good === true) {
         previous = id
         prevMeta = meta
@@ -67,7 +68,7 @@ export const rollback = async (ctx: RunContext, _err: AgentError): Promise<Phase
   if (sw.env && ctx.previousEnvText !== undefined) {
     await writeFileAtomic(p.envFile, ctx.previousEnvText, { mode: 0o600, ...(ctx.user?.switchTo ?? {}) })
   }
-  if (sw.release && previous) await switchCurrent(p.serviceDir, previous)
+  if (sw.release && previous) await switchCurrent(p, previous)
   ctx.rolledBack = true
   // the restored release's own PM2 definition and health check: the failed one may have moved
   // its port, start command or health URL, and reloading its definition would run the old code

@@ -1,6 +1,8 @@
-import { readFile } from 'node:fs/promises'
-import { ConfigError, errnoCode } from '../../core/errors.js'
-import { serializeEnv } from '../../secrets/env-file.js'
+import { basename } from 'node:path'
+import { isRefused } from '../../core/beneath.js'
+import { ConfigError } from '../../core/errors.js'
+import { readUntrusted } from '../../core/untrusted-files.js'
+import { ENV_FILE_MAX_BYTES, serializeEnv } from '../../secrets/env-file.js'
 import type { Phase } from '../runner.js'
 import { need, type RunContext } from '../context.js'
 import { mergeSecrets, secretIdsToFetch, type MergeInput } from '../../secrets/source.js'
@@ -27,6 +29,7 @@ export const readSecretSources = (ctx: RunContext): Promise<Omit<MergeInput, 'se
 export const readSecretSourcesInBackground = (ctx: RunContext): void => {
   readSecretSources(ctx).catch(() => undefined)
 }
+
 
 /**
  * Secrets Manager ids + Parameter Store paths -> one validated map -> the env file's text, kept
@@ -56,10 +59,15 @@ export const secrets: Phase<RunContext> = {
     }
     ctx.secrets = merged
     ctx.envText = serializeEnv(merged.values)
+    // the env file's directory is the service user's: what is there is read as its file, never
+    // through a link or a FIFO. Anything else is not the previous env file (nothing to roll back
+    // to); `switch` puts a real one in its place.
     try {
-      ctx.previousEnvText = await readFile(p.envFile, 'utf8')
+      const previous = await readUntrusted({ dir: p.envDir, rel: basename(p.envFile), owner: need(ctx.user, 'user').uid }, ENV_FILE_MAX_BYTES)
+      if (previous !== undefined) ctx.previousEnvText = previous
     } catch (e) {
-      if (errnoCode(e) !== 'ENOENT') throw e
+      if (!isRefused(e)) throw e
+      ctx.log.warn({ file: p.envFile, why: e.why }, `the env file in place is not one the agent wrote (${e.why}): it is replaced, and not restored on a rollback`)
     }
     ctx.envChanged = ctx.previousEnvText !== ctx.envText
     const keys = Object.keys(merged.values).sort()

@@ -59,7 +59,7 @@ export const start: Phase<RunContext> = {
       await pm2.reload(p.ecosystem)
       ctx.started = true
       // the same definition, online before and after: the saved dump is still exactly this
-      if (wasOnline && (await dumpHolds(p.pm2Home, p.ecosystem, spec.name))) {
+      if (wasOnline && (await dumpHolds({ home: p.home, pm2Home: p.pm2Home, owner: need(ctx.user, 'user').uid }, p.ecosystem, spec.name))) {
         return { detail: `${spec.name} reloaded; PM2's dump already holds it (PM2_HOME=${p.pm2Home})${also}` }
       }
       detail = 'reloaded'

@@ -40,7 +40,7 @@ export const switchPhase: Phase<RunContext> = {
       ctx.switched.env = true
     }
     if (releaseChanged) {
-      await switchCurrent(p.serviceDir, rel.id)
+      await switchCurrent(p, rel.id)
       ctx.switched.release = true
     }
     const what = [ctx.switched.release && `current -> ${rel.id}`, ctx.switched.env && 'env file replaced'].filter(Boolean)

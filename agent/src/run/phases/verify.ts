@@ -1,6 +1,6 @@
 import { rm } from 'node:fs/promises'
 import { serviceLogs, waitHealthy } from '../health.js'
-import { markReleaseGood } from '../../releases/releases.js'
+import { markReleaseGood } from '../../releases/records.js'
 import type { Phase } from '../runner.js'
 import { need, type RunContext } from '../context.js'
 import { clearWarmPrepared, markWarmPrepared, WARM_POOL_DETAIL } from '../../releases/warm-pool.js'
@@ -36,7 +36,7 @@ export const verify: Phase<RunContext> = {
       scrub: t => ctx.scrubber.scrub(t),
     })
     if (r.url) ctx.url = r.url
-    await markReleaseGood(rel.dir)
+    await markReleaseGood(p.releaseRecords, rel.id)
     // healthy on what is on disk: nothing left for a later run to restart
     await rm(restartPendingFile(p.serviceDir), { force: true })
     await clearWarmPrepared(p.serviceDir)

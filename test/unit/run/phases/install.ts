@@ -12,11 +12,12 @@ import { createExec } from '../../../../agent/src/core/exec.js'
 import type { Exec, RunOptions } from '../../../../agent/src/core/exec.js'
 import { readInstallKey } from '../../../../agent/src/releases/install.js'
 import { loadServiceSpec } from '../../../../agent/src/config/manifest.js'
-import { pathsFor } from '../../../../agent/src/core/paths.js'
+import { pathsFor, type Paths } from '../../../../agent/src/core/paths.js'
 import { install } from '../../../../agent/src/run/phases/install.js'
 import type { Pm2 } from '../../../../agent/src/pm2/cli.js'
 import { createScrubber } from '../../../../agent/src/secrets/redact.js'
-import { markReleaseComplete, markReleaseGood, releaseId } from '../../../../agent/src/releases/releases.js'
+import { markReleaseGood, recordRelease } from '../../../../agent/src/releases/records.js'
+import { releaseId } from '../../../../agent/src/releases/releases.js'
 import type { RunContext, Seams } from '../../../../agent/src/run/context.js'
 import { resolveSettings } from '../../../../agent/src/config/settings.js'
 
@@ -26,8 +27,11 @@ const unused = (what: string) => (): never => {
   throw new Error(`${what} used`)
 }
 
+const me = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }
+
 /** A release directory with package.json + lockfile; `good` ones carry the install key of `lock`. */
-const release = async (serviceDir: string, second: number, lock: string, good: boolean) => {
+const release = async (paths: Paths, second: number, lock: string, good: boolean) => {
+  const { serviceDir } = paths
   const id = releaseId(new Date(Date.UTC(2026, 10, 24, 5, 0, second)), `${second}`.padStart(2, '0').repeat(20))
   const dir = join(serviceDir, 'releases', id)
   await mkdir(dir, { recursive: true })
@@ -35,8 +39,8 @@ const release = async (serviceDir: string, second: number, lock: string, good: b
   await writeFile(join(dir, 'server.js'), '')
   await writeFile(join(dir, 'package-lock.json'), lock)
   if (good) {
-    await markReleaseComplete(dir, { id, commit: 'a'.repeat(40), branch: 'stage', createdAt: '2026-11-24T05:00:00Z', installKey: (await readInstallKey(dir)) ?? '' })
-    await markReleaseGood(dir)
+    await recordRelease(paths.releaseRecords, { id, commit: 'a'.repeat(40), branch: 'stage', createdAt: '2026-11-24T05:00:00Z', installKey: (await readInstallKey({ dir, owner: me.uid }, '.')) ?? '' })
+    await markReleaseGood(paths.releaseRecords, id)
   }
   return { id, dir }
 }
@@ -46,17 +50,18 @@ const context = async (t: Test, exec: Exec, pm2: Pm2, previousLock: string) => {
   t.teardown(() => rm(root, { recursive: true, force: true }))
   const settings = resolveSettings({ flags: { root }, env: {}, agentEnv: {}, tags: { Service: 'app', Environment: 'stage', Repository: 'file:///r.git' }, mode: 'aws' })
   const paths = pathsFor(root, 'app')
-  const prev = await release(paths.serviceDir, 1, previousLock, true)
+  const prev = await release(paths, 1, previousLock, true)
   await mkdir(join(prev.dir, 'node_modules/dep'), { recursive: true })
   await writeFile(join(prev.dir, 'node_modules/dep/index.js'), 'module.exports = 1\n')
-  const next = await release(paths.serviceDir, 2, LOCK, false)
+  const next = await release(paths, 2, LOCK, false)
   const seams: Seams = {
     exec, identity: { identify: unused('identity') }, git: unused('git'), secrets: unused('secrets'),
     pm2: () => pm2, hook: unused('hook'), reportSink: unused('reportSink'), now: () => new Date('2026-11-24T05:00:02Z'),
   }
   const ctx: RunContext = {
     seams, log: pino({ level: 'silent' }), scrubber: createScrubber(), input: { flags: {}, env: {}, agentEnv: {}, mode: 'aws' },
-    settings, paths, spec: await loadServiceSpec(next.dir, settings.manifestFile, 'app'),
+    settings, paths, spec: await loadServiceSpec({ dir: next.dir, owner: me.uid }, settings.manifestFile, 'app'),
+    user: { name: 'me', ...me, switchTo: undefined, created: false },
     release: { id: next.id, dir: next.dir, serviceDir: next.dir, commit: '02'.repeat(20), reused: false },
   }
   return { ctx, prev, next }
@@ -81,6 +86,8 @@ const fakeExec = (cp: (args: readonly string[]) => Promise<number>) => {
       const entry: (typeof ran)[number] = { file, args, opts }
       ran.push(entry)
       if (file === 'cp') return { exitCode: await cp(args), stdout: '', stderr: 'cp: cannot create hard link: Operation not permitted', timedOut: false }
+      // rm as the service user (core/remove-tree.ts), done here for real
+      if (file === 'rm') await rm(args[args.length - 1] ?? '', { recursive: true, force: true })
       if (file === 'npm') entry.nodeModulesExisted = await stat(join(opts.cwd ?? '', 'node_modules')).then(() => true, () => false)
       return { exitCode: 0, stdout: '', stderr: '', timedOut: false }
     },
@@ -111,9 +118,10 @@ t.test('linking refused: the partial tree goes, npm ci runs, PM2 is made ready m
   })
   const { ctx } = await context(t, exec, f.pm2, LOCK)
   t.same(await install.run(ctx), { detail: 'npm ci' })
-  t.same(ran.map(x => x.file), ['cp', 'npm'])
+  t.same(ran.map(x => x.file), ['cp', 'rm', 'npm'])
   t.same(ran[0]?.args.slice(0, 1), ['-al'])
-  t.equal(ran[1]?.nodeModulesExisted, false, 'npm ci starts from no node_modules')
+  t.same(ran[1]?.args, ['-rf', '--one-file-system', '--', join(ctx.release?.serviceDir ?? '', 'node_modules')], 'the partial tree removed by rm as the service user')
+  t.equal(ran[2]?.nodeModulesExisted, false, 'npm ci starts from no node_modules')
   await ctx.pm2Ready
   t.equal(f.calls.ensureDaemon, 1, 'the daemon was made ready alongside npm ci')
 })
@@ -124,6 +132,7 @@ t.test('another lockfile: npm ci, no reuse attempted', async t => {
   const { ctx } = await context(t, exec, f.pm2, LOCK.replace('app', 'other'))
   t.same(await install.run(ctx), { detail: 'npm ci' })
   t.same(ran.map(x => x.file), ['npm'])
+  t.equal(ctx.installKey, await readInstallKey({ dir: ctx.release?.dir ?? '', owner: me.uid }, '.'), 'the key read before npm ci, for build to record')
 })
 
 t.test('a warm-pool run installs but does not start PM2', async t => {
