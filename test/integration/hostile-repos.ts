@@ -10,13 +10,15 @@
  */
 import t, { type Test } from 'tap'
 import { execFileSync } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
-import { existsSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync } from 'node:fs'
+import { createHash, randomBytes } from 'node:crypto'
+import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { createFixtureRepo } from '../helpers/fixture-repo.js'
 import { startGitHttpServer } from '../helpers/git-http-server.js'
 import { findLeaks, leaksAfterRun } from '../helpers/leak-scan.js'
-import { appFiles, freePort, getJson, pm2List, removeSandbox, runCli, sandboxDir, writeSecrets, type CliResult } from '../helpers/sandbox.js'
+import { appFiles, freePort, getJson, pm2, pm2List, removeSandbox, runCli, sandboxDir, writeSecrets, type CliResult } from '../helpers/sandbox.js'
+import { asService, canarySeen, changes, fifoAsService, hardLinkCanary, makeOutside, serviceUserOf, snapshot, snapshotDirs } from '../helpers/boundary.js'
+import { installKey } from '../../agent/src/releases/install.js'
 
 const dir = sandboxDir('hostile-repos')
 const root = join(dir, 'root')
@@ -73,13 +75,15 @@ const gitEnv = {
 const git = (args: string[], o: { input?: string; env?: Record<string, string> } = {}) =>
   execFileSync('git', args, { cwd: projectRoot, env: { ...gitEnv, GIT_DIR: bare, ...o.env }, encoding: 'utf8', input: o.input ?? '' }).trim()
 
-/** One commit on `stage` holding exactly `files` (anything else is gone); returns its SHA. */
-const commitTree = (files: Record<string, string>, message: string): string => {
+/** One commit on `stage` holding exactly `files` (anything else is gone) and `links` (symbolic
+ * links, path -> target, as git stores them); returns its SHA. */
+const commitTree = (files: Record<string, string>, message: string, links: Record<string, string> = {}): string => {
   const index = join(dir, `index-${randomBytes(4).toString('hex')}`)
   try {
-    for (const [path, content] of Object.entries(files)) {
+    const entries = [...Object.entries(files).map(([p, c]) => [p, c, '100644']), ...Object.entries(links).map(([p, c]) => [p, c, '120000'])]
+    for (const [path = '', content = '', mode] of entries) {
       const blob = git(['hash-object', '-w', '--stdin'], { input: content })
-      git(['update-index', '--add', '--cacheinfo', `100644,${blob},${path}`], { env: { GIT_INDEX_FILE: index } })
+      git(['update-index', '--add', '--cacheinfo', `${mode},${blob},${path}`], { env: { GIT_INDEX_FILE: index } })
     }
     const tree = git(['write-tree'], { env: { GIT_INDEX_FILE: index } })
     const commit = git(['commit-tree', tree, '-p', 'refs/heads/stage', '-m', message])
@@ -96,11 +100,13 @@ const without = (files: Record<string, string>, name: string) => Object.fromEntr
 const noLeaks = (t: Test, r: CliResult) =>
   t.same(leaksAfterRun(SECRETS, root, envFile, r), [], 'no secret value outside the env file')
 
-interface Live { current: string; releases: string[]; env: string; pid: unknown }
+interface Live { current: string; releases: string[]; env: string; pid: unknown; greeting: unknown }
 let live: Live
 
-const snapshot = async (): Promise<Live> =>
-  ({ current: current(), releases: releases(), env: readFileSync(envFile, 'utf8'), pid: (await getJson(healthUrl))['pid'] })
+const liveNow = async (): Promise<Live> => {
+  const body = await getJson(healthUrl)
+  return { current: current(), releases: releases(), env: readFileSync(envFile, 'utf8'), pid: body['pid'], greeting: body['greeting'] }
+}
 
 interface Expect {
   exit: 1 | 2
@@ -131,7 +137,7 @@ const failedCleanly = async (t: Test, r: CliResult, e: Expect) => {
   const procs = pm2List(root)
   t.match(procs, [{ name: 'app', pm2_env: { status: 'online' } }], 'the PM2 app is online')
   const body = await getJson(healthUrl)
-  t.equal(body['greeting'], 'v1', 'the previous release still answers')
+  t.equal(body['greeting'], live.greeting, 'the previous release still answers')
   t.equal(body['pid'], live.pid, 'by the same process: nothing was restarted')
   noLeaks(t, r)
 }
@@ -141,7 +147,7 @@ t.test('a first good deploy: v1 is live and serving', async t => {
   t.equal(r.code, 0, r.stderr || r.stdout.slice(-3000))
   t.equal((await getJson(healthUrl))['greeting'], 'v1')
   t.equal(stateOf(root).outcome, 'success')
-  live = await snapshot()
+  live = await liveNow()
   noLeaks(t, r)
 })
 
@@ -286,4 +292,142 @@ t.test('first boot', async t => {
     firstBoot(t, { environment: 'prod' }, {
       exit: 2, code: 'GIT_BRANCH_NOT_FOUND', says: [/branch "main"/, /app\.git/, /prod/, /stage/], remedy: /push the branch/,
     }))
+})
+
+// ---------------------------------------------------------------------------------------------
+// the line between root and the service user (issue 16): repository code and the service run as
+// the service user and can write its logs, its releases, PM2_HOME and the env file's directory.
+// Each case plants what a malicious commit (install scripts, committed links) or a compromised
+// service (as its user, while it runs) could, then asserts: no root-only canary in any output,
+// log, state file or error; nothing outside the service's own directories changed owner, mode or
+// content; the run ends (nothing waits on a FIFO); no forged record is believed.
+
+t.test('the boundary between root and the service user', async t => {
+  const outside = makeOutside(dir)
+  const logsDir = join(serviceDir, 'logs')
+  const user = serviceUserOf(join(serviceDir, 'releases'))
+  const stateDir = join(root, 'var/lib/bootstrap-agent')
+  const rootDirs = [serviceDir, stateDir, join(stateDir, 'releases/app'), join(root, 'etc/bootstrap-agent'), join(root, 'var/log/bootstrap-agent')]
+  const outsideBefore = snapshot([outside.dir])
+  const rootDirsBefore = snapshotDirs(rootDirs)
+  const serving = (greeting: string, version = '1.0.0') => {
+    const f = appFiles({ port, greeting })
+    return {
+      ...f,
+      'package.json': (f['package.json'] ?? '').replace('"1.0.0"', `"${version}"`),
+      'package-lock.json': (f['package-lock.json'] ?? '').replaceAll('"1.0.0"', `"${version}"`),
+    }
+  }
+  const crashing = appFiles({ port, greeting: 'never', crash: true })
+  const ok = async (t: Test, r: CliResult, greeting: string) => {
+    t.equal(r.code, 0, 'exit 0', r.code === 0 ? {} : { stderr: r.stderr, stdout: r.stdout.slice(-3000) })
+    t.equal((await getJson(healthUrl))['greeting'], greeting, `${greeting} serves`)
+  }
+
+  /** what every case asserts, whatever the service did */
+  const held = (t: Test, r: CliResult) => {
+    t.same(canarySeen(outside, root, { stdout: r.stdout, stderr: r.stderr, 'pm2 jlist': pm2(root, ['jlist']) }), [], 'the root-only canary is in no output, log, state file or error')
+    t.same(changes(outsideBefore, snapshot([outside.dir])), [], 'nothing outside the service\'s directories changed owner, mode or content')
+    t.same(changes(rootDirsBefore, snapshotDirs(rootDirs)), [], 'root\'s own directories are still root\'s, with their modes')
+    t.equal(statSync(join(stateDir, 'state.json')).mode & 0o777, 0o644, 'state.json 0644: it holds nothing the service may not read')
+    t.equal(statSync(join(root, 'var/log/bootstrap-agent/agent.log')).mode & 0o777, 0o640, 'agent.log 0640: root and its group')
+    noLeaks(t, r)
+  }
+
+  t.test('a good deploy to start from', async t => {
+    commitTree(serving('b1'), 'b1')
+    await ok(t, await runCli(args()), 'b1')
+    live = await liveNow()
+  })
+
+  t.test('(j) a commit whose manifest, package.json, lockfile or .npmrc is a link to a root-only file: refused unread, exit 2, nothing changed', async t => {
+    for (const name of ['bootstrap-agent.json', 'package.json', 'package-lock.json', '.npmrc']) {
+      commitTree(without(serving('b1'), name), `${name} is a link`, { [name]: outside.canary })
+      const r = await runCli(args())
+      await failedCleanly(t, r, {
+        exit: 2, code: 'UNTRUSTED_PATH_REFUSED', phase: name === 'package-lock.json' || name === '.npmrc' ? 'install' : 'fetch',
+        says: [new RegExp(`${name.replace('.', '\\.')}: it is a symbolic link`)],
+        remedy: /commit the file itself/,
+      })
+      held(t, r)
+    }
+  })
+
+  t.test('(k) the service forges the record earlier agents kept in its release: the next run believes root\'s own', async t => {
+    const liveId = current().replace('releases/', '')
+    const liveDir = join(serviceDir, 'releases', liveId)
+    // the next commit, and a forged record claiming it is already live and good, installed from
+    // its lockfile (so its node_modules, with what the service put there, would be reused)
+    const next = serving('b2', '1.0.1')
+    const commit = commitTree(next, 'b2')
+    const forged = { id: liveId, commit, branch: 'stage', createdAt: new Date().toISOString(), good: true, installKey: installKey({ lockfile: next['package-lock.json'] ?? '', packageJson: next['package.json'] ?? '' }) }
+    // (root wrote it there, but the directory is the service user's: it replaces the file)
+    asService(user, 'rm', ['-f', join(liveDir, '.bootstrap-release.json')])
+    asService(user, 'tee', [join(liveDir, '.bootstrap-release.json')], JSON.stringify(forged))
+    asService(user, 'mkdir', ['-p', join(liveDir, 'node_modules/planted-by-the-service')])
+    const r = await runCli(args())
+    await ok(t, r, 'b2')
+    t.not(current(), `releases/${liveId}`, 'a new release: the forged commit was not believed')
+    t.match(stateOf(root).phases.find(p => p.name === 'install'), { status: 'ok' }, 'npm ci ran: no node_modules reused on the forged install key')
+    t.notOk(existsSync(join(serviceDir, current(), 'node_modules/planted-by-the-service')), 'nothing of the forged release came along')
+    held(t, r)
+    live = await liveNow()
+  })
+
+  t.test('(l) the service replaces its env file with a FIFO before a re-run: nothing waits on it, a real env file is put back', async t => {
+    const envBefore = readFileSync(envFile, 'utf8')
+    asService(user, 'rm', [envFile])
+    fifoAsService(user, envFile)
+    const r = await runCli(args())
+    await ok(t, r, 'b2')
+    t.match(r.stdout, /the env file in place is not one the agent wrote \(it is a FIFO\)/)
+    t.ok(lstatSync(envFile).isFile(), 'a regular file again')
+    t.equal(readFileSync(envFile, 'utf8'), envBefore, 'with the secrets')
+    t.equal((await getJson(healthUrl))['apiKey'], createHash('sha256').update(apiKey).digest('hex'), 'the service has them')
+    held(t, r)
+  })
+
+  t.test('(m) the env file is a hard link to a root-only file when a deploy fails: the rollback restores nothing it read there', async t => {
+    hardLinkCanary(outside, envFile)
+    commitTree(crashing, 'crashes at start')
+    const r = await runCli(args())
+    t.equal(r.code, 1, 'exit 1', r.code === 1 ? {} : { stderr: r.stderr })
+    t.match(r.stderr, '[HEALTH_FAILED]')
+    t.equal(stateOf(root).outcome, 'rolled-back')
+    t.notMatch(readFileSync(envFile, 'utf8'), outside.value, 'the env file holds the secrets, not the canary')
+    t.not(statSync(envFile).ino, statSync(outside.canary).ino, 'no longer the canary\'s inode')
+    t.equal((await getJson(healthUrl))['greeting'], 'b2', 'the previous release serves again')
+    held(t, r)
+  })
+
+  t.test('(n) an install script replaces the service logs with links to a root-only file, and the release crashes: the health error names them, reads nothing', async t => {
+    t.teardown(() => {
+      for (const f of ['app-error.log', 'app-out.log']) rmSync(join(logsDir, f), { force: true })
+    })
+    const pkg = JSON.parse(crashing['package.json'] ?? '{}') as { scripts: Record<string, string> }
+    pkg.scripts['postinstall'] = `ln -sf ${outside.canary} ../../logs/app-error.log && ln -sf ${outside.canary} ../../logs/app-out.log`
+    commitTree({ ...crashing, 'package.json': JSON.stringify(pkg, null, 2) }, 'plants links to the canary as its logs')
+    const r = await runCli(args())
+    t.equal(r.code, 1, 'exit 1', r.code === 1 ? {} : { stderr: r.stderr })
+    t.match(r.stderr, '[HEALTH_FAILED]')
+    t.match(r.stderr, `--- ${join(logsDir, 'app-error.log')} not read: it is a symbolic link`)
+    t.match(r.stderr, `--- ${join(logsDir, 'app-out.log')} not read: it is a symbolic link`)
+    t.match(stateOf(root).error?.message, /not read: it is a symbolic link/, 'state.json says so too')
+    held(t, r)
+  })
+
+  t.test('(o) cleanup removes releases the service filled with links to root\'s files, and nothing they point at', async t => {
+    for (const id of releases()) {
+      if (`releases/${id}` === current()) continue
+      const d = join(serviceDir, 'releases', id)
+      asService(user, 'ln', ['-sfn', outside.ownedDir, join(d, 'linked-dir')])
+      asService(user, 'ln', ['-sf', outside.target, join(d, 'linked-file')])
+    }
+    commitTree(serving('b3'), 'b3')
+    const r = await runCli([...args(), '--keep-releases', '1'])
+    await ok(t, r, 'b3')
+    t.match(stateOf(root).phases.find(p => p.name === 'cleanup'), { status: 'ok', detail: /^removed / })
+    t.same(releases(), [current().replace('releases/', '')], 'only the live release is left: it is also the last good one')
+    held(t, r)
+  })
 })

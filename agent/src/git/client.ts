@@ -5,7 +5,7 @@
  */
 import { constants } from 'node:fs'
 import { mkdir, open, readdir, stat } from 'node:fs/promises'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import pRetry from 'p-retry'
 import { GitError, simpleGit } from 'simple-git'
 import { AgentError, errnoCode, isAgentError, messageOf } from '../core/errors.js'
@@ -131,6 +131,7 @@ const assertCloneTarget = async ({ dir, uid, gid }: CloneTarget) => {
  * directory, so a link swapped in between cannot turn the chown into a chown of any path.
  */
 const prepareCloneTarget = async (t: CloneTarget) => {
+  await mkdir(dirname(t.dir), { recursive: true, mode: 0o755 })
   await mkdir(t.dir, { mode: 0o755 }).catch((e: unknown) => {
     if (errnoCode(e) !== 'EEXIST') throw e
   })
