@@ -17,6 +17,7 @@ import { CreateSecretCommand } from '@aws-sdk/client-secrets-manager'
 import { startAwsWorld } from '../helpers/aws-world.js'
 import { createFixtureRepo } from '../helpers/fixture-repo.js'
 import { findLeaks, leaksAfterRun } from '../helpers/leak-scan.js'
+import { asService, canarySeen, changes, fifoAsService, makeOutside, serviceUserOf, snapshot } from '../helpers/boundary.js'
 import type { LifecycleCall } from '../helpers/lifecycle-proxy.js'
 import { sampleCmdlines } from '../helpers/proc-sampler.js'
 import { BIN, freePort, getJson, pm2List, removeSandbox, REPO, runCli, sandboxDir, type CliResult } from '../helpers/sandbox.js'
@@ -344,6 +345,48 @@ t.test('a failing preStop: the service is still stopped and the hook still gets 
   t.match((await drainReports()).at(-1), { drain: { outcome: 'failed' } }, 'the failed drain is reported too')
   const events = await world.logEvents(REPORTS)
   t.same(findLeaks(SECRETS, { root, allow: [envFile], texts: Object.fromEntries(events.map((e, i) => [`report ${i}`, e.message ?? ''])) }), [], 'no secret value in the run reports')
+})
+
+t.test('a compromised service before the drain: FIFOs and links in its logs and PM2_HOME stall nothing, show nothing; one CONTINUE', async t => {
+  await deploy(t)
+  newLifetime()
+  const outside = makeOutside(dir)
+  const outsideBefore = snapshot([outside.dir])
+  const logs = join(root, `srv/${service}/logs`)
+  const pidFile = join(root, 'var/lib/bootstrap-agent/home/.pm2/pm2.pid')
+  const user = serviceUserOf(logs)
+  const pid = readFileSync(pidFile, 'utf8')
+  // what it plants while it runs: each FIFO would block root's open for reading until a writer
+  // came (forever), each link would show root's file to whoever reads the output
+  fifoAsService(user, join(logs, 'evil.fifo'))
+  asService(user, 'ln', ['-s', outside.canary, join(logs, 'evil.log')])
+  asService(user, 'rm', [pidFile])
+  fifoAsService(user, pidFile)
+  t.teardown(() => {
+    rmSync(join(logs, 'evil.fifo'), { force: true })
+    rmSync(join(logs, 'evil.log'), { force: true })
+    // the daemon wrote its pid at start and runs on: the next cases find it by this file
+    rmSync(pidFile, { force: true })
+    asService(user, 'tee', [pidFile], pid)
+  })
+  const calls = proxy.calls.length
+  proxy.setActive([{ instanceId, hookName: termHook, state: 'Terminating:Wait' }])
+  t.teardown(() => proxy.setActive([]))
+  const w = await startWatch(t)
+  imds.set({ lifecycleState: 'Terminated' })
+  t.teardown(() => imds.set({ lifecycleState: 'InService' }))
+  await waitFor('the terminating hook', () => watchState()?.hook !== undefined)
+  t.match(watchState()?.drain, { outcome: 'ok', finishedAt: String }, 'the drain ran to its end')
+  t.same(watchState()?.drain?.steps.map(s => [s.name, s.status]), [['stop-run', 'skipped'], ['pre-stop', 'ok'], ['stop', 'ok'], ['flush-logs', 'ok']])
+  t.equal(appStatus(), 'stopped', 'a pid file that is a FIFO: PM2 was asked, the service stopped gracefully')
+  t.match(completions(terminatingCalls(calls)), [{ hookName: termHook, result: 'CONTINUE' }], 'the hook completed: CONTINUE')
+  t.equal(completions(terminatingCalls(calls)).length, 1)
+  const r = await w.stop()
+  t.equal(r.code, 0)
+  t.same(canarySeen(outside, root, { stdout: r.stdout, stderr: r.stderr }), [], 'the root-only canary is in no output, log or watch.json')
+  t.same(changes(outsideBefore, snapshot([outside.dir])), [], 'nothing outside the service\'s directories changed')
+  t.equal(statSync(watchFile).mode & 0o777, 0o644, 'watch.json 0644: nothing in it the service may not read')
+  t.same(leaksAfterRun(SECRETS, root, envFile, r), [], 'no secret value anywhere')
 })
 
 t.test('a termination during a run: the run is stopped first, then the drain, then CONTINUE', async t => {
