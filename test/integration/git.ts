@@ -5,11 +5,12 @@
  */
 import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { lstat, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { lstat, mkdir, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { isAgentError, type AgentError } from '../../agent/src/core/errors.js'
+import { withGitSession } from '../../agent/src/git/auth.js'
 import { createGit, type GitCredential, type GitOptions } from '../../agent/src/git/client.js'
 import { createFixtureRepo } from '../helpers/fixture-repo.js'
 import { startGitHttpServer } from '../helpers/git-http-server.js'
@@ -235,6 +236,31 @@ t.test('clone as an unprivileged user: every file is owned by that user', { skip
   t.same([...owners], [`${uid}:${gid}`])
   t.equal(await g.headCommit(dir), commit, 'headCommit runs as the owner, so git trusts the repo')
   t.same(findLeaks(leakNeedles, { root: dir, allow: [] }), [])
+})
+
+t.test('a clone target swapped for a link (its parent is the service user\'s): refused, the link\'s target keeps its owner', { skip: process.getuid?.() !== 0 && 'needs root' }, async (t) => {
+  const uid = Number(execFileSync('id', ['-u', 'bootstrap-test-git'], { encoding: 'utf8' }))
+  const gid = Number(execFileSync('id', ['-g', 'bootstrap-test-git'], { encoding: 'utf8' }))
+  const base = freshDir()
+  const rootOwned = join(base, 'root-owned')
+  await mkdir(rootOwned, { recursive: true, mode: 0o755 })
+  await mkdir(join(base, 'releases'))
+  await symlink(rootOwned, join(base, 'releases', 'r1'))
+  const e = await rejection(createGit(fast).cloneBranch(url, 'main', { dir: join(base, 'releases', 'r1'), uid, gid }, cred))
+  t.equal(e.code, 'GIT_TARGET_INVALID')
+  const st = await stat(rootOwned)
+  t.same([st.uid, st.gid, st.mode & 0o7777], [0, 0, 0o755], 'never chowned to the service user through the link')
+  t.same(await readdir(rootOwned), [], 'nothing cloned into it')
+})
+
+t.test('the session dir stays root\'s: git as another user reaches its files, adds none', { skip: process.getuid?.() !== 0 && 'needs root' }, async (t) => {
+  const uid = Number(execFileSync('id', ['-u', 'bootstrap-test-git'], { encoding: 'utf8' }))
+  const gid = Number(execFileSync('id', ['-g', 'bootstrap-test-git'], { encoding: 'utf8' }))
+  const seen = await withGitSession(undefined, undefined, { uid, gid }, 1000, async s => {
+    const st = await stat(s.home)
+    return { uid: st.uid, mode: st.mode & 0o7777 }
+  })
+  t.same(seen, { uid: 0, mode: 0o711 })
 })
 
 async function sessionDirs(): Promise<string[]> {
