@@ -11,7 +11,7 @@
 import t, { type Test } from 'tap'
 import { execFileSync } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, statSync } from 'node:fs'
+import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createFixtureRepo } from '../helpers/fixture-repo.js'
 import { startGitHttpServer } from '../helpers/git-http-server.js'
@@ -429,5 +429,35 @@ t.test('the boundary between root and the service user', async t => {
     t.match(stateOf(root).phases.find(p => p.name === 'cleanup'), { status: 'ok', detail: /^removed / })
     t.same(releases(), [current().replace('releases/', '')], 'only the live release is left: it is also the last good one')
     held(t, r)
+  })
+
+  t.test('(p) an upgrade from an agent that kept its records inside the releases: only what root\'s state.json vouches for is adopted', async t => {
+    const records = join(stateDir, 'releases/app')
+    const legacy = () => {
+      // what an earlier agent left: its record in the release (root wrote it there), none in the state directory
+      const id = current().replace('releases/', '')
+      const st = stateOf(root)
+      writeFileSync(join(serviceDir, 'releases', id, '.bootstrap-release.json'), JSON.stringify({ id, commit: st.commit, branch: 'stage', createdAt: new Date().toISOString(), good: true }))
+      rmSync(records, { recursive: true, force: true })
+      return id
+    }
+    const first = legacy()
+    const adopted = await runCli(args())
+    await ok(t, adopted, 'b3')
+    t.equal(current(), `releases/${first}`, 'the live release kept: the previous run (success, this release) vouches for it')
+    t.match(stateOf(root).phases.find(p => p.name === 'fetch'), { status: 'skipped', detail: /already live/ })
+    t.match(JSON.parse(readFileSync(join(records, `${first}.json`), 'utf8')), { id: first, good: true, adoptedFrom: /^state\.json of run .* \(success\)$/ })
+    held(t, adopted)
+
+    // the previous run did not end in success with it: the record in the release is all there is, and it is not believed
+    const second = legacy()
+    const stateFile = join(stateDir, 'state.json')
+    writeFileSync(stateFile, JSON.stringify({ ...stateOf(root), outcome: 'failed' }))
+    const fresh = await runCli(args())
+    await ok(t, fresh, 'b3')
+    t.match(fresh.stdout, /has no record the agent can trust/)
+    t.not(current(), `releases/${second}`, 'a fresh release of the same commit')
+    t.notOk(releases().includes(second), 'the unvouched release was pruned by cleanup (it is not good)')
+    held(t, fresh)
   })
 })
