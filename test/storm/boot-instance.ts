@@ -81,8 +81,9 @@ export const bootInstance = async (b: BootInput): Promise<InstanceResult> => {
     log,
     scrubber: createScrubber(),
     input: { flags: { root: b.root, reason: 'boot' }, env: {}, agentEnv: {}, mode: 'aws' },
-    // `fetch` reads it from the release's manifest; the storm clones nothing
+    // `fetch` reads it from the release's manifest, and finds the service user; the storm clones nothing
     spec: resolveServiceSpec(manifest, b.service, 'bootstrap-agent.json', { hasStartScript: true, main: undefined }),
+    user: { name: 'storm', uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, switchTo: undefined, created: false },
   }
   const state: RunState = { version: 1, runId: b.instanceId, command: 'run', reason: 'boot', mode: 'aws', pid: process.pid, startedAt: new Date().toISOString(), outcome: 'running', phases: [] }
   const t0 = performance.now()
