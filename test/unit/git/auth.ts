@@ -127,12 +127,14 @@ t.test('credential and URL must agree; plain http to a remote host gets no token
   }
 })
 
-t.test('for a service user, the session dir and key belong to that user', { skip: process.getuid?.() !== 0 && 'chown needs root' }, async (t) => {
+t.test('for a service user, the key belongs to that user; the session dir stays root\'s (0711: it reaches its files, adds none)', { skip: process.getuid?.() !== 0 && 'chown needs root' }, async (t) => {
   const owner = { uid: 65534, gid: 65534 }
   await withGitSession(ssh, { kind: 'ssh', privateKey }, owner, 1000, async (s) => {
-    for (const p of [s.home, join(s.home, 'deploy_key'), join(s.home, 'known_hosts')]) {
+    for (const p of [join(s.home, 'deploy_key'), join(s.home, 'known_hosts')]) {
       const st = await stat(p)
-      t.same([st.uid, st.gid], [65534, 65534], p)
+      t.same([st.uid, st.gid, st.mode & 0o777], [65534, 65534, 0o600], p)
     }
+    const dir = await stat(s.home)
+    t.same([dir.uid, dir.mode & 0o7777], [0, 0o711], s.home)
   })
 })

@@ -5,9 +5,9 @@
  */
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { isAgentError } from '../../../agent/src/core/errors.js'
 import type { Exec, RunResult } from '../../../agent/src/core/exec.js'
 import { ensurePm2Startup, PM2_UNIT, renderPm2Unit, type Pm2StartupOptions } from '../../../agent/src/pm2/startup.js'
@@ -48,7 +48,7 @@ const setup = (name: string) => {
   let kills = 0
   const opts = (exec: Exec, over: Partial<Pm2StartupOptions> = {}): Pm2StartupOptions => ({
     exec, root: '/', user, uid: 0, unitDir, bootedDir,
-    spec: { ...spec, pm2Home },
+    spec: { ...spec, home: join(base, 'home'), pm2Home },
     killStrayDaemon: async () => void kills++,
     ...over,
   })
@@ -79,7 +79,7 @@ t.test('first run: writes the unit 0644, reloads, enables and starts it; the nex
     `systemctl start ${PM2_UNIT}`,
   ])
   t.equal(statSync(s.unitFile).mode & 0o777, 0o644)
-  t.equal(readFileSync(s.unitFile, 'utf8'), renderPm2Unit({ ...spec, pm2Home: s.pm2Home, user: 'bootstrap-app' }))
+  t.equal(readFileSync(s.unitFile, 'utf8'), renderPm2Unit({ ...spec, home: dirname(s.pm2Home), pm2Home: s.pm2Home, user: 'bootstrap-app' }))
 
   const again = fakeSystemctl(state)
   t.equal(await ensurePm2Startup(s.opts(again.exec)), `${PM2_UNIT}: enabled and active`)
@@ -98,15 +98,28 @@ t.test('a changed unit on an active daemon is rewritten, not restarted (that wou
 
 t.test('a live PM2 daemon outside the unit is stopped before the unit starts; a dead pid file is ignored', async t => {
   const s = setup('stray')
-  writeFileSync(join(s.pm2Home, 'pm2.pid'), `${process.pid}\n`)
+  // PM2_HOME is the service user's: the pid file is read as that user's file (pm2/home.ts)
+  const pidFile = (pid: number) => {
+    writeFileSync(join(s.pm2Home, 'pm2.pid'), `${pid}\n`)
+    if (process.getuid?.() === 0) chownSync(join(s.pm2Home, 'pm2.pid'), user.uid, user.gid)
+  }
+  pidFile(process.pid)
   const live = fakeSystemctl({ enabled: true, active: false })
   t.match(await ensurePm2Startup(s.opts(live.exec)), new RegExp(`stopped a PM2 daemon outside the unit \\(pid ${process.pid}\\), started`))
   t.equal(s.kills(), 1)
 
-  writeFileSync(join(s.pm2Home, 'pm2.pid'), `${2 ** 22 - 7}\n`)
+  pidFile(2 ** 22 - 7)
   const dead = fakeSystemctl({ enabled: true, active: false })
   t.equal(await ensurePm2Startup(s.opts(dead.exec)), `${PM2_UNIT}: started`)
   t.equal(s.kills(), 1, 'no kill for a dead pid')
+
+  // a pid file that is a link (to a file of root's naming a live pid) names no daemon
+  rmSync(join(s.pm2Home, 'pm2.pid'))
+  writeFileSync(join(s.pm2Home, 'elsewhere'), `${process.pid}\n`)
+  symlinkSync(join(s.pm2Home, 'elsewhere'), join(s.pm2Home, 'pm2.pid'))
+  const linked = fakeSystemctl({ enabled: true, active: false })
+  t.equal(await ensurePm2Startup(s.opts(linked.exec)), `${PM2_UNIT}: started`)
+  t.equal(s.kills(), 1, 'nothing read through the link')
 })
 
 t.test('a failed systemctl call is an error that says where to look', async t => {
