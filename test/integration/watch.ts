@@ -347,6 +347,55 @@ t.test('a failing preStop: the service is still stopped and the hook still gets 
   t.same(findLeaks(SECRETS, { root, allow: [envFile], texts: Object.fromEntries(events.map((e, i) => [`report ${i}`, e.message ?? ''])) }), [], 'no secret value in the run reports')
 })
 
+t.test('a termination during a run: the run is stopped first, then the drain, then CONTINUE', async t => {
+  await deploy(t)
+  newLifetime()
+  const calls = proxy.calls.length
+  const lock = join(root, 'var/lib/bootstrap-agent/lock')
+  // the run retries a throttled Secrets Manager for up to a minute: it holds the lock meanwhile
+  proxy.failNext('BatchGetSecretValue', 400, 'ThrottlingException', 1000)
+  t.teardown(() => proxy.failNext('BatchGetSecretValue', 400, 'ThrottlingException', 0))
+  const w = await startWatch(t)
+  const run = runCli(['run', '--reason', 'ssm', '--root', root, '--json'], ENV)
+  await waitFor('the run to hold the lock', () => existsSync(lock))
+  proxy.setActive([{ instanceId, hookName: termHook, state: 'Terminating:Wait' }])
+  t.teardown(() => proxy.setActive([]))
+  imds.set({ lifecycleState: 'Terminated' })
+  t.teardown(() => imds.set({ lifecycleState: 'InService' }))
+  await waitFor('the terminating hook', () => watchState()?.hook !== undefined)
+  const r = await run
+  t.not(r.code, 0, 'the run did not finish: it was stopped')
+  t.match(step('stop-run'), { status: 'ok', detail: /^stopped run pid \d+ \(reason ssm, since .*\) with SIGTERM$/ })
+  t.match(step('stop'), { status: 'ok' }, JSON.stringify(watchState()?.drain?.steps))
+  t.equal(appStatus(), 'stopped', 'nothing started the service again')
+  t.match(completions(terminatingCalls(calls)), [{ hookName: termHook, result: 'CONTINUE' }])
+  t.equal(completions(terminatingCalls(calls)).length, 1)
+  t.equal((await w.stop()).code, 0)
+})
+
+t.test('every AWS action the watch (and its runs) called is in iam/agent-policy.json', async t => {
+  await moto.stopRecording()
+  const actions = new Set([
+    ...(await moto.recordedActions()).map(a => `${a.service}:${a.action}`),
+    ...proxy.calls.slice(proxyStart).map(c => `autoscaling:${c.action}`),
+  ])
+  t.ok(actions.has('autoscaling:DescribeLifecycleHooks'), 'the terminating hook was looked up')
+  t.ok(actions.has('autoscaling:CompleteLifecycleAction'))
+  // the test's own reads of the report group (drainReports) are recorded too; the agent reads none
+  t.same([...actions].filter(a => !POLICY.has(a) && a !== 'logs:FilterLogEvents').sort(), [], 'all in the policy')
+  t.ok(actions.has('logs:PutLogEvents'), 'the run and drain reports were sent')
+})
+
+t.test('watch refuses local mode (no IMDS), exit 2', async t => {
+  const r = await runCli(['watch', '--local', '--root', root], ENV)
+  t.equal(r.code, 2)
+  t.match(r.stderr, /\[WATCH_NEEDS_AWS\]: watch polls the instance metadata service/)
+  t.ok(existsSync(join(root, 'var/lib/bootstrap-agent')))
+  await getJson(`http://127.0.0.1:${port}/health`).then(() => t.fail('the service is stopped'), () => t.pass('the service stays stopped'))
+})
+
+// last: what it plants (and its teardown restores) in PM2_HOME and the logs cannot leak into the
+// other cases' drains
 t.test('a compromised service before the drain: FIFOs and links in its logs and PM2_HOME stall nothing, show nothing; one CONTINUE', async t => {
   await deploy(t)
   newLifetime()
@@ -387,51 +436,4 @@ t.test('a compromised service before the drain: FIFOs and links in its logs and 
   t.same(changes(outsideBefore, snapshot([outside.dir])), [], 'nothing outside the service\'s directories changed')
   t.equal(statSync(watchFile).mode & 0o777, 0o644, 'watch.json 0644: nothing in it the service may not read')
   t.same(leaksAfterRun(SECRETS, root, envFile, r), [], 'no secret value anywhere')
-})
-
-t.test('a termination during a run: the run is stopped first, then the drain, then CONTINUE', async t => {
-  await deploy(t)
-  newLifetime()
-  const calls = proxy.calls.length
-  const lock = join(root, 'var/lib/bootstrap-agent/lock')
-  // the run retries a throttled Secrets Manager for up to a minute: it holds the lock meanwhile
-  proxy.failNext('BatchGetSecretValue', 400, 'ThrottlingException', 1000)
-  t.teardown(() => proxy.failNext('BatchGetSecretValue', 400, 'ThrottlingException', 0))
-  const w = await startWatch(t)
-  const run = runCli(['run', '--reason', 'ssm', '--root', root, '--json'], ENV)
-  await waitFor('the run to hold the lock', () => existsSync(lock))
-  proxy.setActive([{ instanceId, hookName: termHook, state: 'Terminating:Wait' }])
-  t.teardown(() => proxy.setActive([]))
-  imds.set({ lifecycleState: 'Terminated' })
-  t.teardown(() => imds.set({ lifecycleState: 'InService' }))
-  await waitFor('the terminating hook', () => watchState()?.hook !== undefined)
-  const r = await run
-  t.not(r.code, 0, 'the run did not finish: it was stopped')
-  t.match(step('stop-run'), { status: 'ok', detail: /^stopped run pid \d+ \(reason ssm, since .*\) with SIGTERM$/ })
-  t.match(step('stop'), { status: 'ok' })
-  t.equal(appStatus(), 'stopped', 'nothing started the service again')
-  t.match(completions(terminatingCalls(calls)), [{ hookName: termHook, result: 'CONTINUE' }])
-  t.equal(completions(terminatingCalls(calls)).length, 1)
-  t.equal((await w.stop()).code, 0)
-})
-
-t.test('every AWS action the watch (and its runs) called is in iam/agent-policy.json', async t => {
-  await moto.stopRecording()
-  const actions = new Set([
-    ...(await moto.recordedActions()).map(a => `${a.service}:${a.action}`),
-    ...proxy.calls.slice(proxyStart).map(c => `autoscaling:${c.action}`),
-  ])
-  t.ok(actions.has('autoscaling:DescribeLifecycleHooks'), 'the terminating hook was looked up')
-  t.ok(actions.has('autoscaling:CompleteLifecycleAction'))
-  // the test's own reads of the report group (drainReports) are recorded too; the agent reads none
-  t.same([...actions].filter(a => !POLICY.has(a) && a !== 'logs:FilterLogEvents').sort(), [], 'all in the policy')
-  t.ok(actions.has('logs:PutLogEvents'), 'the run and drain reports were sent')
-})
-
-t.test('watch refuses local mode (no IMDS), exit 2', async t => {
-  const r = await runCli(['watch', '--local', '--root', root], ENV)
-  t.equal(r.code, 2)
-  t.match(r.stderr, /\[WATCH_NEEDS_AWS\]: watch polls the instance metadata service/)
-  t.ok(existsSync(join(root, 'var/lib/bootstrap-agent')))
-  await getJson(`http://127.0.0.1:${port}/health`).then(() => t.fail('the service is stopped'), () => t.pass('the service stays stopped'))
 })
