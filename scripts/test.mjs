@@ -37,6 +37,27 @@ if (existsSync(tapOut)) {
   if (last) for (const [, k, v] of last.matchAll(/(\w+): (\d+)/g)) counts[k] = Number(v)
 }
 const failed = counts.fail + (r.status !== 0 && counts.fail === 0 ? 1 : 0)
+// the failures again, one line each, just above the count: the end of a long log names them
+if (existsSync(tapOut) && failed) {
+  const paths = failurePaths(readFileSync(tapOut, 'utf8'))
+  if (paths.length) process.stdout.write(`\nfailed:\n${paths.slice(0, 30).map(p => `  ${p}`).join('\n')}${paths.length > 30 ? `\n  (${paths.length - 30} more)` : ''}\n`)
+}
 const skipped = counts.skip + counts.todo
 process.stdout.write(`\n${counts.pass} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}\n`)
 process.exit(r.status === 0 && failed === 0 ? 0 : 1)
+
+/** "file > subtest > assertion" of every failure in a TAP stream; a subtest that failed because its children did is left out */
+function failurePaths(tap) {
+  const open = [] // [indent, name] of the subtests whose result line is still to come
+  const all = []
+  for (const line of tap.split('\n')) {
+    const m = /^( *)(?:# Subtest: (.*)|not ok \d+ - (.*?)(?: # .*)?|(?:not )?ok \d+.*)$/.exec(line)
+    if (!m) continue
+    const indent = m[1].length
+    const outer = open.filter(([i]) => i < indent).map(([, n]) => n)
+    if (m[3] !== undefined) all.push([...outer, m[3]].join(' > '))
+    while (open.length && open[open.length - 1][0] >= indent) open.pop()
+    if (m[2] !== undefined) open.push([indent, m[2]])
+  }
+  return all.filter(p => !all.some(q => q.startsWith(`${p} > `)))
+}
