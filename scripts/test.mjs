@@ -40,7 +40,7 @@ const failed = counts.fail + (r.status !== 0 && counts.fail === 0 ? 1 : 0)
 // the failures again, one line each, just above the count: the end of a long log names them
 if (existsSync(tapOut) && failed) {
   const paths = failurePaths(readFileSync(tapOut, 'utf8'))
-  if (paths.length) process.stdout.write(`\nfailed:\n${paths.slice(0, 30).map(p => `  ${p}`).join('\n')}${paths.length > 30 ? `\n  (${paths.length - 30} more)` : ''}\n`)
+  if (paths.length) process.stdout.write(`\nfailed:\n${paths.slice(0, 30).map(p => `  ${p.length > 240 ? `${p.slice(0, 240)}...` : p}`).join('\n')}${paths.length > 30 ? `\n  (${paths.length - 30} more)` : ''}\n`)
 }
 const skipped = counts.skip + counts.todo
 process.stdout.write(`\n${counts.pass} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}\n`)

@@ -16,6 +16,17 @@ export const releaseId = (now: Date, commit: string): string => {
   return `${stamp}-${commit.slice(0, 12).toLowerCase()}`
 }
 
+/**
+ * The id of a new release of `commit`, other than `live`: the live release carries the same id
+ * when it is this commit deployed within the same second by a run that did not finish (killed
+ * after `start`, so it was never marked good and is deployed again). That directory serves; the
+ * new release takes the next second's id instead of cloning into it.
+ */
+export const newReleaseId = (now: Date, commit: string, live: string | undefined): string => {
+  const id = releaseId(now, commit)
+  return id === live ? releaseId(new Date(now.getTime() + 1000), commit) : id
+}
+
 const ID_RE = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z-([0-9a-f]{12})$/
 
 /** Undefined for anything that is not a release id, which also keeps `..` and `/` out of paths. */

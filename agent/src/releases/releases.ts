@@ -17,7 +17,7 @@ import type { Paths } from '../core/paths.js'
 import { readReleaseRecord, removeReleaseRecord } from './records.js'
 import { parseReleaseId } from './release-id.js'
 
-export { releaseId, parseReleaseId } from './release-id.js'
+export { releaseId, newReleaseId, parseReleaseId } from './release-id.js'
 
 /** A service's directory (`current`, `releases/`) and the agent's records of its releases. */
 export type ReleasePaths = Pick<Paths, 'serviceDir' | 'releaseRecords'>

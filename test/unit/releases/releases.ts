@@ -8,6 +8,7 @@ import {
   pickReleasesToPrune,
   readCurrent,
   releaseId,
+  newReleaseId,
   removeRelease,
   removeStaleTemps,
   switchCurrent,
@@ -29,6 +30,17 @@ t.test('releaseId is UTC, sortable and filesystem-safe; parseReleaseId inverts i
     t.equal(parseReleaseId(bad), undefined, JSON.stringify(bad))
   }
   t.throws(() => releaseId(new Date(), 'main'), { code: 'RELEASE_ID_INVALID' })
+})
+
+t.test('newReleaseId: the live release of the same commit and second keeps its directory; the new one takes the next second', async (t) => {
+  const now = new Date('2026-11-24T02:15:00.900Z')
+  const live = releaseId(now, SHA)
+  t.equal(newReleaseId(now, SHA, undefined), live, 'nothing live')
+  t.equal(newReleaseId(now, SHA, r(59)), live, 'another release live')
+  const id = newReleaseId(now, SHA, live)
+  t.equal(id, '20261124T021501Z-0123456789ab')
+  t.ok(id > live, 'sorts after the live release')
+  t.same(parseReleaseId(id)?.shortSha, '0123456789ab')
 })
 
 t.test('pickReleasesToPrune', async (t) => {

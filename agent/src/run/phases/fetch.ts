@@ -6,7 +6,7 @@ import type { Git, GitCredential } from '../../git/client.js'
 import { branchNotFound, repoEmpty } from '../../git/errors.js'
 import { loadServiceSpec } from '../../config/manifest.js'
 import { adoptLegacyRelease, readReleaseRecord, removeStaleRecordTemps, type ReleaseRecord } from '../../releases/records.js'
-import { readCurrent, releaseId, removeRelease, removeStaleTemps } from '../../releases/releases.js'
+import { readCurrent, newReleaseId, removeRelease, removeStaleTemps } from '../../releases/releases.js'
 import type { Phase } from '../runner.js'
 import { need, removeAsService, serviceTree, type RunContext } from '../context.js'
 import { ensureServiceUser } from '../../core/service-user.js'
@@ -67,9 +67,9 @@ export const fetch: Phase<RunContext> = {
       return { status: 'skipped', detail: `commit ${head.slice(0, 12)} is already ${prepared ? 'prepared (warm pool)' : 'live'} (${liveMeta.id})` }
     }
 
-    const id = releaseId(ctx.seams.now(), head)
+    const id = newReleaseId(ctx.seams.now(), head, ctx.liveRelease)
     // left by a failed attempt within the same second: it was never good, so it can go
-    if (id !== ctx.liveRelease && (await exists(join(p.releasesDir, id)))) await removeRelease(p, id, removeAsService(ctx))
+    if (await exists(join(p.releasesDir, id))) await removeRelease(p, id, removeAsService(ctx))
     const dir = join(p.releasesDir, id)
     const { commit } = await git.cloneBranch(s.repository, s.branch, { dir, ...(owner ?? {}) }, ctx.credential)
     if (commit !== head) {
