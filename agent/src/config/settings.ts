@@ -65,8 +65,20 @@ export interface Settings {
   readonly reportLogGroup: string | undefined
   readonly localSecretsFile: string | undefined
   readonly manifestFile: string
+  /** where releases are published and booted from (releases/cache-*.ts); undefined when off */
+  readonly releaseCache: ReleaseCacheLocation | undefined
+  /** when the git remote cannot be reached: deploy the commit the cache's branch pointer names */
+  readonly releaseCacheFallback: boolean
   readonly logLevel: string
   readonly json: boolean
+}
+
+/** `s3://bucket/prefix`, parsed: the prefix has no leading or trailing slash ('' = the bucket's root). */
+export interface ReleaseCacheLocation {
+  readonly bucket: string
+  readonly prefix: string
+  /** the URL as given (after {environment}/{service} were replaced), for logs and the plan */
+  readonly url: string
 }
 
 /** Raw string inputs per source: keys are option names (e.g. `keepReleases`). */
@@ -120,6 +132,8 @@ export const OPTIONS: readonly Option[] = [
   { name: 'configParameter', flag: 'config-parameter', env: 'BOOTSTRAP_CONFIG_PARAMETER', describe: 'SSM parameter holding agent configuration as JSON (keys are these flag names), so a launch template needs only tags; "none" turns it off', default: '/bootstrap/{environment}/{service}' },
   { name: 'reportLogGroup', flag: 'report-log-group', env: 'BOOTSTRAP_REPORT_LOG_GROUP', describe: 'CloudWatch Logs group (created by the operator) that gets one run report per run and per drain, stream = instance id, e.g. /bootstrap-agent/{environment}/{service}; off when unset' },
   { name: 'localSecretsFile', flag: 'secrets-file', env: 'BOOTSTRAP_SECRETS_FILE', describe: 'local mode: JSON file standing in for Secrets Manager and Parameter Store' },
+  { name: 'releaseCache', flag: 'release-cache', env: 'BOOTSTRAP_RELEASE_CACHE', describe: 's3://BUCKET/PREFIX: the first instance that deploys a commit publishes the release there (after its health gate and the lifecycle hook), later instances boot from it without git, npm or build; {environment} and {service} are replaced; one prefix per environment; "none" turns it off' },
+  { name: 'releaseCacheFallback', flag: 'release-cache-fallback', env: 'BOOTSTRAP_RELEASE_CACHE_FALLBACK', describe: 'on | off: when the git remote cannot be reached (after the git attempts), deploy the commit the release cache last published healthy for this service, environment and branch', default: 'on' },
   { name: 'manifestFile', flag: 'manifest', env: 'BOOTSTRAP_MANIFEST', describe: 'manifest file name at the repository root', default: 'bootstrap-agent.json' },
   { name: 'logLevel', flag: 'log-level', env: 'BOOTSTRAP_LOG_LEVEL', describe: 'trace | debug | info | warn | error', default: 'info' },
 ]
@@ -233,6 +247,29 @@ const checkManifestFile = (manifestFile: Picked): string => {
     bad(`${manifestFile.from} = ${quote(manifestFile.value)} is not valid: expected a plain file name at the repository root`, `fix ${manifestFile.from}`)
   }
   return manifestFile.value
+}
+
+/** S3's bucket naming rules (lower case, digits, dots, hyphens; 3-63) and a prefix of plain path
+ * segments: the prefix becomes part of every object key the agent reads and writes. */
+const S3_URL_RE = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/
+
+const checkReleaseCache = (p: Picked | undefined, env: string, service: string, mode: Mode): ReleaseCacheLocation | undefined => {
+  if (p === undefined || p.value === 'none') return undefined
+  const url = expand(p.value, env, service)
+  const m = S3_URL_RE.exec(url)
+  const bucket = m?.[1]
+  const prefix = (m?.[2] ?? '').replace(/\/+$/, '')
+  const segmentsOk = prefix === '' || prefix.split('/').every(seg => /^[A-Za-z0-9_.-]+$/.test(seg) && seg !== '.' && seg !== '..')
+  if (bucket === undefined || bucket.includes('..') || !segmentsOk) {
+    return bad(`${p.from} = ${quote(p.value)} is not valid: expected s3://BUCKET/PREFIX (a bucket name of lower-case letters, digits, dots and hyphens; a prefix of letters, digits and _.- separated by single slashes), or "none"`, `fix ${p.from}`)
+  }
+  if (mode === 'local') bad(`${p.from} = ${quote(p.value)}: the release cache lives in S3, and local mode makes no AWS call`, `leave ${p.from} out in local mode (or set it to "none")`)
+  return Object.freeze({ bucket, prefix, url: `s3://${bucket}${prefix ? `/${prefix}` : ''}` })
+}
+
+const onOff = (p: Picked): boolean => {
+  if (p.value !== 'on' && p.value !== 'off') bad(`${p.from} = ${quote(p.value)} is not valid: expected on or off`, `fix ${p.from}`)
+  return p.value === 'on'
 }
 
 const checkServiceUser = (serviceUser: Picked): string => {
@@ -394,6 +431,8 @@ export const resolveSettings = (input: SettingsInput): Settings => {
     reportLogGroup: reportLogGroup(get('reportLogGroup'), environment.value, service.value),
     localSecretsFile: get('localSecretsFile')?.value,
     manifestFile,
+    releaseCache: checkReleaseCache(get('releaseCache'), environment.value, service.value, input.mode),
+    releaseCacheFallback: onOff(get('releaseCacheFallback')!),
     logLevel,
     json: input.flags['json'] === true,
   })

@@ -153,3 +153,24 @@ t.test("the README's configuration reference has a row for every option", async 
     t.ok(documented, `--${o.flag} (${o.env}) is in the README table`)
   }
 })
+
+t.test('release cache: off by default; s3://bucket/prefix from every layer, templates expanded; the pointer fallback', async t => {
+  const aws = (over: Partial<SettingsInput> = {}) => base({ mode: 'aws', ...over })
+  const off = resolveSettings(aws())
+  t.equal(off.releaseCache, undefined, 'off unless set')
+  t.equal(off.releaseCacheFallback, true, 'the branch-pointer fallback is on by default')
+  t.same(resolveSettings(aws({ flags: { 'release-cache': 's3://acme-releases/fleet/{environment}/' } })).releaseCache, { bucket: 'acme-releases', prefix: 'fleet/stage', url: 's3://acme-releases/fleet/stage' })
+  t.same(resolveSettings(aws({ env: { BOOTSTRAP_RELEASE_CACHE: 's3://acme-releases' } })).releaseCache, { bucket: 'acme-releases', prefix: '', url: 's3://acme-releases' }, 'the bucket root')
+  t.equal(resolveSettings(aws({ agentEnv: { BOOTSTRAP_RELEASE_CACHE: 's3://b.x-1/{service}' } })).releaseCache?.prefix, 'auth-service', 'agent.env; {service} expanded')
+  const remote = { source: 'SSM parameter /bootstrap/stage/auth-service', values: { 'release-cache': 's3://fleet/stage', 'release-cache-fallback': 'off' } }
+  const fromParam = resolveSettings(aws({ remoteConfig: remote }))
+  t.equal(fromParam.releaseCache?.url, 's3://fleet/stage', 'the agent configuration parameter')
+  t.equal(fromParam.releaseCacheFallback, false)
+  t.equal(resolveSettings(aws({ remoteConfig: remote, agentEnv: { BOOTSTRAP_RELEASE_CACHE: 'none' } })).releaseCache, undefined, '"none" turns a lower layer\'s value off')
+  for (const v of ['https://bucket/x', 's3://UPPER/x', 's3://ab/x', 's3://bucket/../prod', 's3://bucket/a//b', 's3://bucket/a b', 's3://bu..cket/x', 's3://bucket/./x']) {
+    t.match(thrown(() => resolveSettings(aws({ flags: { 'release-cache': v } }))), { exitCode: 2, message: /--release-cache = .* is not valid: expected s3:\/\/BUCKET\/PREFIX/ }, v)
+  }
+  t.match(thrown(() => resolveSettings(base({ flags: { 'release-cache': 's3://bucket/x' } }))), { exitCode: 2, message: /local mode makes no AWS call/ })
+  t.equal(resolveSettings(base({ flags: { 'release-cache': 'none' } })).releaseCache, undefined, '"none" is fine in local mode')
+  t.match(thrown(() => resolveSettings(aws({ env: { BOOTSTRAP_RELEASE_CACHE_FALLBACK: 'yes' } }))), { exitCode: 2, message: /BOOTSTRAP_RELEASE_CACHE_FALLBACK = "yes" is not valid: expected on or off/ })
+})
