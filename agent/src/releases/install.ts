@@ -37,17 +37,22 @@ const installFields = (text: string | undefined): string => {
   return JSON.stringify([INSTALL_FIELDS.map(k => pkg[k] ?? null), INSTALL_SCRIPTS.map(k => script(k) ?? null)])
 }
 
+/** What npm ci reads, in the order the install key has always hashed it. */
+const hashInstallInputs = (i: InstallInputs) =>
+  createHash('sha256').update(i.lockfile).update(`\0${installFields(i.packageJson)}\0${i.npmrc ?? ''}`)
+
 /**
  * Identity of an install: what npm ci reads and the runtime the native modules were built for.
  * The lockfile alone is not enough: a commit that adds a dependency to package.json only (npm ci
  * would refuse it as out of sync) or changes an install script would reuse the old node_modules.
  */
 export const installKey = (i: InstallInputs): string =>
-  createHash('sha256')
-    .update(i.lockfile)
-    .update(`\0${installFields(i.packageJson)}\0${i.npmrc ?? ''}`)
+  hashInstallInputs(i)
     .update(`\0${process.versions.node}\0${process.versions.modules}\0${process.platform}\0${process.arch}`)
     .digest('hex')
+
+/** The install inputs alone (no runtime): one part of the release cache key (releases/cache-key.ts). */
+export const installInputsDigest = (i: InstallInputs): string => hashInstallInputs(i).digest('hex')
 
 /** bounds of what root reads from the release (core/untrusted-files.ts): far above real files */
 const MAX_BYTES = { 'package-lock.json': 64 * 1024 * 1024, 'package.json': 4 * 1024 * 1024, '.npmrc': 1024 * 1024 }
