@@ -58,6 +58,7 @@ export const createAwsSeams = (tags: Record<string, string>, log: Logger, opts: 
       return { ...id, tags: { ...id.tags, ...tags }, source: `${id.source} + --tag flags` }
     },
   }
+  const region = () => env['AWS_REGION'] || instanceRegion || noRegion()
   /** one source per AWS budget: the agent configuration parameter is read before its own
    * `aws-timeout` (if it has one) is known, the other calls after */
   let secrets: { budgetMs: number; source: SecretsSource } | undefined
@@ -67,10 +68,17 @@ export const createAwsSeams = (tags: Record<string, string>, log: Logger, opts: 
     secrets: s => {
       if (secrets?.budgetMs !== s.awsTimeoutMs) {
         // AWS_REGION first: secrets may live in another region than the instance
-        const source = createAwsSecretsSource({ region: env['AWS_REGION'] || instanceRegion || noRegion(), log, retry: { totalMs: s.awsTimeoutMs } })
+        const source = createAwsSecretsSource({ region: region(), log, retry: { totalMs: s.awsTimeoutMs } })
         secrets = { budgetMs: s.awsTimeoutMs, source }
       }
       return secrets.source
+    },
+    // the S3 SDK (a few MB of code) is loaded only when a cache is configured; a bucket in
+    // another region than AWS_REGION / the instance's is followed by the SDK
+    cacheStore: async s => {
+      if (!s.releaseCache) return undefined
+      const { createS3CacheStore } = await import('./s3-cache-store.js')
+      return createS3CacheStore({ ...s.releaseCache, region: region(), env, log, retry: { totalMs: s.awsTimeoutMs } })
     },
     // the group is always in the instance's own region; without settings (they could not be
     // resolved) the hook keeps the default budgets, to answer a waiting action all the same

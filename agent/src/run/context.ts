@@ -10,6 +10,7 @@ import type { LifecycleHook } from '../seams/lifecycle-hook.js'
 import type { Logger } from '../core/logger.js'
 import type { RepoTree, ServiceSpec } from '../config/manifest.js'
 import { treeRemover } from '../core/remove-tree.js'
+import type { CacheStore } from '../releases/cache-store.js'
 import type { Paths } from '../core/paths.js'
 import type { Pm2 } from '../pm2/cli.js'
 import type { ReportSink } from '../reports/sink.js'
@@ -32,6 +33,9 @@ export interface Seams {
   hook: (s: Settings | undefined, id: InstanceIdentity) => LifecycleHook
   /** where run reports go (reports/sink.ts); undefined where there is none (local mode) */
   reportSink: (group: string, id: InstanceIdentity) => ReportSink | undefined
+  /** the release cache's object store; undefined when no cache is configured (always in local
+   * mode). Async: the S3 SDK is loaded only when a cache is configured */
+  cacheStore: (s: Settings) => Promise<CacheStore | undefined>
   now: () => Date
 }
 

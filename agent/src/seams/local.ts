@@ -44,6 +44,8 @@ export const createLocalSeams = (tags: Record<string, string>, log: Logger): Sea
     hook: () => noLifecycleHook('local mode'),
     // run reports go to CloudWatch Logs: local mode makes no AWS call
     reportSink: () => undefined,
+    // settings refuse a release cache in local mode: it is S3, and local mode makes no AWS call
+    cacheStore: async () => undefined,
     now: () => new Date(),
   }
 }

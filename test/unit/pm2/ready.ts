@@ -41,7 +41,7 @@ const context = async (t: Test, pm2: Pm2): Promise<RunContext> => {
   const settings = resolveSettings({ flags: { root }, env: {}, agentEnv: {}, tags: { Service: 'app', Environment: 'stage', Repository: 'file:///r.git' }, mode: 'aws' })
   const seams: Seams = {
     exec: { run: unused('exec') }, identity: { identify: unused('identity') }, git: unused('git'), secrets: unused('secrets'),
-    pm2: () => pm2, hook: unused('hook'), reportSink: unused('reportSink'), now: () => new Date('2026-11-24T05:00:00Z'),
+    pm2: () => pm2, hook: unused('hook'), reportSink: unused('reportSink'), cacheStore: async () => undefined, now: () => new Date('2026-11-24T05:00:00Z'),
   }
   return { seams, log: pino({ level: 'silent' }), scrubber: createScrubber(), input: { flags: {}, env: {}, agentEnv: {}, mode: 'aws' }, settings, paths: pathsFor(root, 'app') }
 }

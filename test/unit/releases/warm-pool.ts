@@ -74,6 +74,7 @@ const seams = (over: Partial<Seams> = {}): Seams => ({
   pm2: unused('pm2'),
   hook: unused('hook'),
   reportSink: unused('reportSink'),
+  cacheStore: async () => undefined,
   now: () => new Date('2026-11-24T05:00:00Z'),
   ...over,
 })

@@ -56,7 +56,7 @@ const context = async (t: Test, exec: Exec, pm2: Pm2, previousLock: string) => {
   const next = await release(paths, 2, LOCK, false)
   const seams: Seams = {
     exec, identity: { identify: unused('identity') }, git: unused('git'), secrets: unused('secrets'),
-    pm2: () => pm2, hook: unused('hook'), reportSink: unused('reportSink'), now: () => new Date('2026-11-24T05:00:02Z'),
+    pm2: () => pm2, hook: unused('hook'), reportSink: unused('reportSink'), cacheStore: async () => undefined, now: () => new Date('2026-11-24T05:00:02Z'),
   }
   const ctx: RunContext = {
     seams, log: pino({ level: 'silent' }), scrubber: createScrubber(), input: { flags: {}, env: {}, agentEnv: {}, mode: 'aws' },
