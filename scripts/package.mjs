@@ -8,6 +8,8 @@
 //                                          the agent and every npm dependency but PM2, ESM
 //   bootstrap-agent/dist/env-preload.js    loaded by path into every service (secrets/agent-files.ts),
 //   bootstrap-agent/dist/run-with-env.js   so separate self-contained entry points beside the bundle
+//   bootstrap-agent/dist/archive-worker.js the release cache's pack/unpack, run as the service user
+//                                          (releases/archive-process.ts finds it beside the bundle)
 //   bootstrap-agent/node_modules/pm2/...   PM2 and its production dependencies (PM2 forks its own
 //                                          daemon from its files, so it cannot be bundled); pm2/cli.ts
 //                                          finds it with require.resolve from dist/
@@ -100,7 +102,7 @@ await build({
 })
 await build({
   ...common,
-  entryPoints: [join(repo, 'agent/src/secrets/env-preload.ts'), join(repo, 'agent/src/secrets/run-with-env.ts')],
+  entryPoints: [join(repo, 'agent/src/secrets/env-preload.ts'), join(repo, 'agent/src/secrets/run-with-env.ts'), join(repo, 'agent/src/releases/archive-worker.ts')],
   outdir: join(stage, 'dist'),
 })
 

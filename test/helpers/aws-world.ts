@@ -13,6 +13,7 @@ import {
 } from '@aws-sdk/client-auto-scaling'
 import { CloudWatchLogsClient, CreateLogGroupCommand, FilterLogEventsCommand, PutRetentionPolicyCommand, type FilteredLogEvent } from '@aws-sdk/client-cloudwatch-logs'
 import { DescribeImagesCommand, EC2Client } from '@aws-sdk/client-ec2'
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3'
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
 import { SSMClient } from '@aws-sdk/client-ssm'
 import { startImdsServer, type ImdsServer, type ImdsState } from './imds-server.js'
@@ -62,6 +63,10 @@ export interface AwsWorld {
   createLogGroup(name: string): Promise<void>
   /** every event moto holds in a log group, all streams, every page */
   logEvents(group: string): Promise<FilteredLogEvent[]>
+  /** moto's S3, path-style (the release cache) */
+  s3: S3Client
+  /** a bucket in moto's S3 */
+  createBucket(name: string): Promise<void>
   /** a group launched from moto's first AMI, with its lifecycle hooks; moto puts its members InService */
   createGroup(spec: GroupSpec): Promise<Group>
   /** an IMDSv2 server for one instance, in the region and AZ of the groups (us-east-1, us-east-1a) */
@@ -91,8 +96,9 @@ export const startAwsWorld = async (t: Teardown): Promise<AwsWorld> => {
   const ec2 = new EC2Client(aws)
   const asg = new AutoScalingClient(aws)
   const logs = new CloudWatchLogsClient(aws)
+  const s3 = new S3Client({ ...aws, forcePathStyle: true })
   t.teardown(() => {
-    for (const c of [sm, ssm, ec2, asg, logs]) c.destroy()
+    for (const c of [sm, ssm, ec2, asg, logs, s3]) c.destroy()
   })
   const createLogGroup = async (name: string) => {
     await logs.send(new CreateLogGroupCommand({ logGroupName: name }))
@@ -108,6 +114,7 @@ export const startAwsWorld = async (t: Teardown): Promise<AwsWorld> => {
     } while (nextToken)
     return out
   }
+  const createBucket = async (name: string) => void (await s3.send(new CreateBucketCommand({ Bucket: name })))
   const az = `${REGION}a`
 
   let imageId: string | undefined
@@ -150,5 +157,5 @@ export const startAwsWorld = async (t: Teardown): Promise<AwsWorld> => {
     ...extra,
   })
 
-  return { moto, proxy, sm, ssm, ec2, logs, createLogGroup, logEvents, createGroup, startImds, agentEnv }
+  return { moto, proxy, sm, ssm, ec2, logs, createLogGroup, logEvents, s3, createBucket, createGroup, startImds, agentEnv }
 }

@@ -12,7 +12,7 @@ import { freePort, REPO } from './sandbox.js'
 export const MOTO_SERVER = join(REPO, '.cache/moto-venv/bin/moto_server')
 
 export interface RecordedAction {
-  /** the signing name from the SigV4 credential scope: secretsmanager, ssm, ec2, autoscaling */
+  /** the signing name from the SigV4 credential scope: secretsmanager, ssm, ec2, autoscaling, s3 */
   service: string
   /** the API action, e.g. GetSecretValue, DescribeTags */
   action: string
@@ -48,8 +48,29 @@ const header = (headers: Record<string, string>, name: string): string | undefin
   Object.entries(headers).find(([k]) => k.toLowerCase() === name)?.[1]
 
 /**
+ * S3 is REST: the operation is the method on a path and a query. The SDK names it in `x-id`
+ * (`?x-id=GetObject`) for most; the multipart calls are told apart by their query.
+ */
+const s3Operation = (method: string, url: URL): string | undefined => {
+  const q = url.searchParams
+  const named = q.get('x-id')
+  if (named) return named
+  if (method === 'POST' && q.has('uploads')) return 'CreateMultipartUpload'
+  if (method === 'POST' && q.has('uploadId')) return 'CompleteMultipartUpload'
+  if (method === 'DELETE' && q.has('uploadId')) return 'AbortMultipartUpload'
+  if (method === 'PUT' && q.has('partNumber')) return 'UploadPart'
+  const keyed = url.pathname.replace(/^\/+/, '').includes('/') && !url.pathname.endsWith('/')
+  if (method === 'GET') return keyed ? 'GetObject' : 'ListObjects'
+  if (method === 'HEAD') return keyed ? 'HeadObject' : 'HeadBucket'
+  if (method === 'PUT') return keyed ? 'PutObject' : 'CreateBucket'
+  if (method === 'DELETE') return keyed ? 'DeleteObject' : 'DeleteBucket'
+  return undefined
+}
+
+/**
  * JSON protocols (Secrets Manager, SSM) name the action in `X-Amz-Target: AmazonSSM.GetParameter`;
- * query protocols (EC2, Auto Scaling) in the `Action=` form parameter of the body (or the URL).
+ * query protocols (EC2, Auto Scaling) in the `Action=` form parameter of the body (or the URL);
+ * S3 in its method, path and query (s3Operation).
  */
 const toAction = (entry: RecorderEntry): RecordedAction | undefined => {
   const url = new URL(entry.url, 'http://moto')
@@ -57,9 +78,13 @@ const toAction = (entry: RecorderEntry): RecordedAction | undefined => {
   const body = entry.body === null ? undefined : entry.body_encoded ? Buffer.from(entry.body, 'base64').toString('utf8') : entry.body
   const scope = /Credential=[^/]+\/\d{8}\/[^/]+\/([^/]+)\//.exec(header(entry.headers, 'authorization') ?? '')
   const target = header(entry.headers, 'x-amz-target')
-  const action = target ? target.slice(target.lastIndexOf('.') + 1) : (new URLSearchParams(body ?? '').get('Action') ?? url.searchParams.get('Action'))
+  const service = scope?.[1] ?? 'unknown'
+  const action = target
+    ? target.slice(target.lastIndexOf('.') + 1)
+    : service === 's3' ? s3Operation(entry.method, url) : (new URLSearchParams(body ?? '').get('Action') ?? url.searchParams.get('Action'))
   if (!action) return undefined
-  return { service: scope?.[1] ?? 'unknown', action, ...(body === undefined ? {} : { body }) }
+  // an S3 body is an object's bytes (an archive), not a request worth keeping
+  return { service, action, ...(body === undefined || service === 's3' ? {} : { body }) }
 }
 
 const call = async (base: string, path: string, method: 'GET' | 'POST'): Promise<string> => {

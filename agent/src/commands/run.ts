@@ -57,6 +57,11 @@ export const runCommand = async (o: RunOptions): Promise<number> => {
     if (ctx.hook) state.lifecycle = ctx.hook.description
     if (ctx.warmPool) state.warmPool = ctx.warmPool
     if (ctx.url) state.url = ctx.url
+    if (ctx.release) state.releaseFrom = ctx.release.reused ? 'live' : ctx.release.origin ?? 'source'
+    if (ctx.cache) {
+      const { location, lookup, commitFromPointer, published } = ctx.cache
+      state.cache = { location, ...(lookup ? { lookup } : {}), ...(commitFromPointer ? { commitFromPointer } : {}), ...(published ? { published } : {}) }
+    }
   }
   const saveState = async (st: RunState) => {
     fill()
@@ -95,9 +100,11 @@ export const runCommand = async (o: RunOptions): Promise<number> => {
     // lets it finish rather than exit under a half-spawned daemon; its error was start's to report
     await ctx.pm2Ready?.catch(() => undefined)
     if (!failure) {
-      const after = await runPhases(AFTER_SUCCESS, { ctx, log, state, saveState })
-      // a failed cleanup leaves an extra release on disk; the service is fine, so is the run
-      if (after) log.warn({ code: after.code }, `cleanup failed: ${after.message}`)
+      for (const phase of AFTER_SUCCESS) {
+        const after = await runPhases([phase], { ctx, log, state, saveState })
+        // an unpublished release or an extra release on disk: the service is fine, so is the run
+        if (after) log.warn({ code: after.code }, `${phase.name} failed: ${after.message}`)
+      }
     }
     Object.assign(state, settled(failure))
     await saveState(state)

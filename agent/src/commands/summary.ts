@@ -10,6 +10,20 @@ const warmPoolRow = (st: RunState): string | undefined => {
   return `${st.warmPool}: ${st.outcome === 'running' ? 'preparing' : 'prepare failed'}, nothing started`
 }
 
+const FROM: Record<NonNullable<RunState['releaseFrom']>, string> = {
+  live: 'the live release (commit unchanged)',
+  source: 'source (clone, npm ci, build)',
+  cache: 'the release cache (no clone, npm ci or build)',
+}
+
+/** Where the commit and the release came from, and whether the release is in the cache now. */
+const cacheRows = (st: RunState): [string, string | undefined][] => [
+  ['release from', st.releaseFrom && FROM[st.releaseFrom]],
+  ['commit from', st.cache?.commitFromPointer],
+  ['release cache', st.cache && [st.cache.location, st.cache.lookup].filter(Boolean).join(': ')],
+  ['cache publish', st.cache?.published],
+]
+
 export const formatSummary = (st: RunState): string => {
   const rows: [string, string | undefined][] = [
     ['outcome', `${st.outcome}${st.exitCode === undefined ? '' : ` (exit ${st.exitCode})`}`],
@@ -19,6 +33,7 @@ export const formatSummary = (st: RunState): string => {
     ['repository', st.repository],
     ['commit', st.commit],
     ['release', st.release],
+    ...cacheRows(st),
     ['previous release', st.previousRelease],
     ['url', st.url],
     ['lifecycle hook', st.lifecycle],

@@ -5,6 +5,7 @@
  * code runs as the service user, and output delivered line by line to the caller (for the log).
  */
 import { readdirSync, readFileSync } from 'node:fs'
+import type { Readable } from 'node:stream'
 import { execa } from 'execa'
 import { AgentError } from './errors.js'
 
@@ -19,6 +20,11 @@ export interface RunOptions {
   onLine?: (stream: 'stdout' | 'stderr', line: string) => void
   /** text fed to stdin (never argv) */
   input?: string
+  /** a file fed to stdin, opened by the agent: the child needs no access to it */
+  stdinFile?: string
+  /** takes stdout as a stream (large or binary output): then it is neither buffered nor split
+   * into lines. Should it reject, the child's process tree is killed and `run` rejects with it. */
+  stdout?: (stream: Readable) => Promise<void>
 }
 
 export interface RunResult {
@@ -101,13 +107,22 @@ export const createExec = (): Exec => ({
       uid: opts.uid,
       gid: opts.gid,
       input: opts.input,
-      stdin: opts.input === undefined ? 'ignore' : 'pipe',
+      stdin: opts.stdinFile !== undefined ? { file: opts.stdinFile } : opts.input === undefined ? 'ignore' : 'pipe',
+      buffer: { stdout: opts.stdout === undefined },
       stripFinalNewline: false,
       maxBuffer: 64 * 1024 * 1024,
     })
     const out = splitLines(opts.onLine, 'stdout')
     const err = splitLines(opts.onLine, 'stderr')
-    child.stdout?.on('data', (c: Buffer) => out.push(c))
+    // a consumer that gives up (an archive refused halfway) must not leave the child blocked on a
+    // full pipe until its timeout
+    const consumed = opts.stdout && child.stdout
+      ? opts.stdout(child.stdout).then(() => undefined, (e: unknown) => {
+        if (child.pid !== undefined) signalAll(processTree(child.pid), 'SIGKILL')
+        return { error: e }
+      })
+      : undefined
+    if (!consumed) child.stdout?.on('data', (c: Buffer) => out.push(c))
     child.stderr?.on('data', (c: Buffer) => err.push(c))
     // The timeout ends the whole process tree, not only the child: a grandchild (an npm install
     // script, a build step) that outlives it keeps the output pipes open, and the run would wait
@@ -128,6 +143,8 @@ export const createExec = (): Exec => ({
     })
     out.flush()
     err.flush()
+    const consumer = await consumed
+    if (consumer) throw consumer.error
     if (r.failed && r.exitCode === undefined && !timedOut && !r.isTerminated) {
       throw new AgentError(`could not start "${file}": ${r.shortMessage ?? r.message}`, {
         code: 'EXEC_START_FAILED',

@@ -20,6 +20,8 @@ export interface Paths {
   releaseRecords: string
   stateFile: string
   lockFile: string
+  /** root only (0700): release cache archives on their way to or from S3 */
+  cacheWorkDir: string
   /** home of the service user's tools: PM2_HOME is <home>/.pm2, the npm cache <home>/.npm */
   home: string
   pm2Home: string
@@ -52,6 +54,7 @@ export const pathsFor = (root: string, service: string): Paths => {
     releaseRecords: join(stateDir, 'releases', service),
     stateFile: stateFilePath(root),
     lockFile: lockFilePath(root),
+    cacheWorkDir: join(stateDir, 'release-cache'),
     home,
     pm2Home: join(home, '.pm2'),
     logDir,

@@ -32,7 +32,13 @@ export interface ReleaseRecord {
   good?: boolean
   /** how a release of an earlier agent version came to have a record (adoptLegacyRelease) */
   adoptedFrom?: string
+  /** where it came from: built from source here, or extracted from the release cache */
+  origin?: ReleaseOrigin
+  /** once it is in the release cache (published by this instance, or found there) */
+  published?: { at: string; index: string }
 }
+
+export type ReleaseOrigin = 'source' | 'cache'
 
 const fileOf = (dir: string, id: string): string => {
   if (!parseReleaseId(id)) {
@@ -41,19 +47,32 @@ const fileOf = (dir: string, id: string): string => {
   return join(dir, `${id}.json`)
 }
 
+/** `published` as recorded; false when it is there but not of that form */
+const publishedOf = (v: unknown): { at: string; index: string } | undefined | false => {
+  if (v === undefined) return undefined
+  if (typeof v !== 'object' || v === null) return false
+  const { at, index } = v as Record<string, unknown>
+  return typeof at === 'string' && typeof index === 'string' ? { at, index } : false
+}
+
 const parseRecord = (raw: string, id: string): ReleaseRecord | undefined => {
   const o = parseJsonObject(raw)
   if (!o) return undefined
-  const { commit, branch, createdAt, installKey, good, adoptedFrom } = o
+  const { commit, branch, createdAt, installKey, good, adoptedFrom, origin, published } = o
   if (o['id'] !== id || typeof commit !== 'string' || typeof branch !== 'string' || typeof createdAt !== 'string') return undefined
   if (installKey !== undefined && typeof installKey !== 'string') return undefined
   if (good !== undefined && typeof good !== 'boolean') return undefined
   if (adoptedFrom !== undefined && typeof adoptedFrom !== 'string') return undefined
+  if (origin !== undefined && origin !== 'source' && origin !== 'cache') return undefined
+  const pub = publishedOf(published)
+  if (pub === false) return undefined
   return {
     id, commit, branch, createdAt,
     ...(installKey === undefined ? {} : { installKey }),
     ...(good === undefined ? {} : { good }),
     ...(adoptedFrom === undefined ? {} : { adoptedFrom }),
+    ...(origin === undefined ? {} : { origin }),
+    ...(pub === undefined ? {} : { published: pub }),
   }
 }
 
@@ -75,7 +94,8 @@ export const recordRelease = async (dir: string, record: ReleaseRecord): Promise
   await writeFileAtomic(file, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o644 })
 }
 
-export const markReleaseGood = async (dir: string, id: string): Promise<ReleaseRecord> => {
+/** The record of a complete release, rewritten with `patch`. */
+const updateRecord = async (dir: string, id: string, patch: Partial<Omit<ReleaseRecord, 'id'>>): Promise<ReleaseRecord> => {
   const record = await readReleaseRecord(dir, id)
   if (!record) {
     throw new AgentError(`release ${id} has no record in ${dir}: it is incomplete`, {
@@ -83,10 +103,16 @@ export const markReleaseGood = async (dir: string, id: string): Promise<ReleaseR
       remedy: 'run `bootstrap-agent run` again to build a fresh release',
     })
   }
-  const updated = { ...record, good: true }
+  const updated = { ...record, ...patch }
   await recordRelease(dir, updated)
   return updated
 }
+
+export const markReleaseGood = (dir: string, id: string): Promise<ReleaseRecord> => updateRecord(dir, id, { good: true })
+
+/** The release is in the release cache: later runs do not publish it again. */
+export const markReleasePublished = (dir: string, id: string, published: { at: string; index: string }): Promise<ReleaseRecord> =>
+  updateRecord(dir, id, { published })
 
 export const removeReleaseRecord = (dir: string, id: string): Promise<void> => rm(fileOf(dir, id), { force: true })
 

@@ -11,6 +11,7 @@ import type { Logger } from '../core/logger.js'
 import type { RepoTree, ServiceSpec } from '../config/manifest.js'
 import { treeRemover } from '../core/remove-tree.js'
 import type { CacheStore } from '../releases/cache-store.js'
+import type { ReleaseOrigin } from '../releases/releases.js'
 import type { Paths } from '../core/paths.js'
 import type { Pm2 } from '../pm2/cli.js'
 import type { ReportSink } from '../reports/sink.js'
@@ -48,6 +49,22 @@ export interface Release {
   commit: string
   /** true when the live release already has the remote commit */
   reused: boolean
+  /** a new release: built from source here, or extracted from the release cache */
+  origin?: ReleaseOrigin
+}
+
+/** What the release cache did in this run, for the log, state.json and `status`. */
+export interface CacheReport {
+  /** s3://bucket/prefix */
+  location: string
+  /** the lookup: hit, miss, or why the entry could not be used */
+  lookup?: string
+  /** the index entry of this commit was found unusable: the publisher replaces it */
+  replaceEntry?: boolean
+  /** set when the git remote could not be reached and the branch pointer named the commit */
+  commitFromPointer?: string
+  /** the publication after the run (or why there was none) */
+  published?: string
 }
 
 export interface RunContext {
@@ -89,6 +106,8 @@ export interface RunContext {
   started?: boolean
   rolledBack?: boolean
   url?: string
+  /** set when a release cache is configured */
+  cache?: CacheReport
 }
 
 /** Narrowing for values a previous phase must have set; a missing one is a bug in the phase order. */

@@ -7,6 +7,7 @@ import { cleanup } from './phases/cleanup.js'
 import { fetch } from './phases/fetch.js'
 import { identify } from './phases/identify.js'
 import { install } from './phases/install.js'
+import { publish } from './phases/publish.js'
 import { resolve } from './phases/resolve.js'
 import { secrets } from './phases/secrets.js'
 import { start } from './phases/start.js'
@@ -17,8 +18,9 @@ import type { RunContext } from './context.js'
 
 export const RUN_PHASES: readonly Phase<RunContext>[] = [identify, resolve, fetch, secrets, install, build, switchPhase, start, verify]
 
-/** Cleanup runs only after a successful run and after the hook was completed: pruning disk must
- * never delay the instance going InService. */
-export const AFTER_SUCCESS: readonly Phase<RunContext>[] = [cleanup]
+/** Publishing to the release cache and cleanup run only after a successful run and after the hook
+ * was completed: neither may delay the instance going InService. Each runs whatever the other did:
+ * a failure of either is a warning, never the run's outcome. */
+export const AFTER_SUCCESS: readonly Phase<RunContext>[] = [publish, cleanup]
 
 export const PHASE_NAMES = [...RUN_PHASES.map(p => p.name), 'complete', ...AFTER_SUCCESS.map(p => p.name)]

@@ -41,6 +41,10 @@ export interface RunState {
   lifecycle?: string
   /** the Warmed:* target lifecycle state of a warm-pool run (prepares, starts nothing) */
   warmPool?: string
+  /** where the release came from: the live one kept, built from source, or the release cache */
+  releaseFrom?: 'live' | 'source' | 'cache'
+  /** what the release cache did (when one is configured) */
+  cache?: { location: string; lookup?: string; commitFromPointer?: string; published?: string }
   url?: string
   /** where this run's report went (the watch's drain reports there too when it has no group of
    * its own: the group may come from the agent configuration parameter, which the watch never reads) */

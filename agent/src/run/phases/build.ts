@@ -19,7 +19,8 @@ export const build: Phase<RunContext> = {
     const s = need(ctx.settings, 'settings')
     const p = need(ctx.paths, 'paths')
     let detail: string | undefined
-    if (spec.build) {
+    if (spec.build && rel.origin === 'cache') detail = 'build output came with the release cache archive'
+    else if (spec.build) {
       const [file, ...args] = spec.build
       const log = ctx.log.child({ phase: 'build', cmd: spec.build.join(' ') })
       const r = await ctx.seams.exec.run(file ?? '', args, {
@@ -50,7 +51,9 @@ export const build: Phase<RunContext> = {
     await recordRelease(p.releaseRecords, {
       id: rel.id, commit: rel.commit, branch: s.branch, createdAt: ctx.seams.now().toISOString(),
       ...(ctx.installKey ? { installKey: ctx.installKey } : {}),
+      ...(rel.origin ? { origin: rel.origin } : {}),
     })
+    if (rel.origin === 'cache') return { status: 'skipped', detail: `${detail ?? 'no build command'}; release marked complete` }
     return detail ? { detail } : { status: 'skipped', detail: 'no build command; release marked complete' }
   },
 }

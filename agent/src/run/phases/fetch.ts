@@ -15,6 +15,7 @@ import type { Settings } from '../../config/settings.js'
 import { isWarmPrepared } from '../../releases/warm-pool.js'
 import { readGitCredential } from './credential.js'
 import { readSecretSourcesInBackground } from './secrets.js'
+import { commitFromPointer, openCache, restoreFromCache } from './release-cache.js'
 
 /**
  * The remote branch's commit (ls-remote), then either the live release (same commit, known good:
@@ -52,7 +53,16 @@ export const fetch: Phase<RunContext> = {
     readSecretSourcesInBackground(ctx)
     if (s.gitCredentialSecret) ctx.credential = await readGitCredential(source, s.gitCredentialSecret, ctx.scrubber)
     const git = ctx.seams.git(s)
-    const head = await git.headOf(s.repository, s.branch, ctx.credential)
+    // the S3 client loads while git asks the remote
+    const opening = openCache(ctx)
+    opening.catch(() => undefined)
+    // the remote's answer; when it cannot be reached at all, the release cache's branch pointer
+    let gitError: unknown
+    const head = await git.headOf(s.repository, s.branch, ctx.credential).catch(async (e: unknown) => {
+      gitError = e
+      return commitFromPointer(ctx, await opening, e)
+    })
+    const cache = await opening
     if (head === undefined) throw await missingBranch(git, s, ctx.credential)
     ctx.remoteCommit = head
 
@@ -71,6 +81,13 @@ export const fetch: Phase<RunContext> = {
     // left by a failed attempt within the same second: it was never good, so it can go
     if (await exists(join(p.releasesDir, id))) await removeRelease(p, id, removeAsService(ctx))
     const dir = join(p.releasesDir, id)
+    const restored = cache ? await restoreFromCache(ctx, cache, id, head) : undefined
+    if (restored) {
+      await refuseRemovedManifest(ctx, id, liveDir, restored.dir, head)
+      return { detail: restored.detail }
+    }
+    // a commit from the branch pointer exists only in the cache: without it, the remote's failure stands
+    if (gitError !== undefined) throw gitError
     const { commit } = await git.cloneBranch(s.repository, s.branch, { dir, ...(owner ?? {}) }, ctx.credential)
     if (commit !== head) {
       // the branch moved between ls-remote and clone: name the release after what we got
@@ -78,9 +95,7 @@ export const fetch: Phase<RunContext> = {
       ctx.remoteCommit = commit
     }
     try {
-      if (liveDir && (await lstatBeneath(liveDir, s.manifestFile)) && !(await lstatBeneath(dir, s.manifestFile))) {
-        throw manifestRemoved(s, commit, ctx.liveRelease ?? '')
-      }
+      await refuseRemovedManifest(ctx, id, liveDir, dir, commit)
       ctx.spec = await loadServiceSpec(serviceTree(ctx, dir), s.manifestFile, s.service)
     } catch (e) {
       // a commit that cannot be deployed leaves no release behind (rollback only knows ctx.release);
@@ -88,9 +103,18 @@ export const fetch: Phase<RunContext> = {
       await removeRelease(p, id, removeAsService(ctx)).catch(() => undefined)
       throw e
     }
-    ctx.release = { id, dir, serviceDir: join(dir, ctx.spec.path), commit, reused: false }
+    ctx.release = { id, dir, serviceDir: join(dir, ctx.spec.path), commit, reused: false, origin: 'source' }
     return { detail: `cloned ${s.branch} @ ${commit.slice(0, 12)} into ${id}` }
   },
+}
+
+/** MANIFEST_MISSING (below) for a new release, which is then removed: it can never go live. */
+const refuseRemovedManifest = async (ctx: RunContext, id: string, liveDir: string | undefined, dir: string, commit: string) => {
+  const s = need(ctx.settings, 'settings')
+  if (liveDir && (await lstatBeneath(liveDir, s.manifestFile)) && !(await lstatBeneath(dir, s.manifestFile))) {
+    await removeRelease(need(ctx.paths, 'paths'), id, removeAsService(ctx)).catch(() => undefined)
+    throw manifestRemoved(s, commit, ctx.liveRelease ?? '')
+  }
 }
 
 /**

@@ -13,6 +13,7 @@ export const install: Phase<RunContext> = {
     const rel = need(ctx.release, 'release')
     const spec = need(ctx.spec, 'spec')
     if (rel.reused) return { status: 'skipped', detail: 'release already live' }
+    if (rel.origin === 'cache') return { status: 'skipped', detail: 'node_modules came with the release cache archive' }
     if (!spec.hasPackageJson) return { status: 'skipped', detail: 'no package.json' }
     const s = need(ctx.settings, 'settings')
     const p = need(ctx.paths, 'paths')

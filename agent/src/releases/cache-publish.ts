@@ -1,0 +1,113 @@
+/**
+ * Publishing a release to the cache, after its health gate passed and after the lifecycle hook
+ * was completed (run/phases/publish.ts), so it never delays InService. The archive is written to
+ * a file in the agent's own directory first, then uploaded, then the index entry that makes it
+ * visible, then the branch pointer: a reader never sees an entry without its archive.
+ *
+ *   service user: tar of the release (archive-worker pack)  ->  stdout
+ *   agent:        secret scan -> gzip -> sha256 and size -> <workDir>/publish-*.tar.gz (0600)
+ *   S3:           archive (multipart, S3's SHA-256 checksum) -> index entry -> branch pointer
+ *
+ * Streamed end to end: memory stays flat whatever the size of the release.
+ */
+import { createHash, randomBytes } from 'node:crypto'
+import { createWriteStream } from 'node:fs'
+import { rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { Transform, type TransformCallback } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { createGzip } from 'node:zlib'
+import type { ReleaseCacheLocation } from '../config/settings.js'
+import type { ServiceSpec } from '../config/manifest.js'
+import { packAsServiceUser, type WorkerOptions } from './archive-process.js'
+import { readReleaseCacheKey, type Runtime } from './cache-key.js'
+import { archiveKey, DOCUMENT_MAX_BYTES, formatDocument, indexKey, parseIndexEntry, pointerKey, type IndexEntry } from './cache-index.js'
+import type { CacheStore } from './cache-store.js'
+import { secretScan } from './secret-scan.js'
+
+/** gzip level of the archive: measured in bench/README.md ("Release cache: the archive format") */
+export const GZIP_LEVEL = 6
+
+export interface PublishInput {
+  store: CacheStore
+  loc: ReleaseCacheLocation
+  worker: WorkerOptions
+  service: string
+  branch: string
+  commit: string
+  spec: ServiceSpec
+  runtime: Runtime
+  /** the release directory, and when it was complete (files changed later are left out) */
+  dir: string
+  completedAt: Date
+  /** this run's secret values: none may be in the archive */
+  secrets: Readonly<Record<string, string>>
+  /** the agent's own directory for the archive on its way */
+  workDir: string
+  publishedBy: string
+  /** replace the index entry even if there is one (it was found unusable by this run) */
+  replace: boolean
+  now: () => Date
+}
+
+export type PublishOutcome =
+  | { result: 'published'; entry: IndexEntry; indexObject: string; excluded: number; examples: string[] }
+  /** another instance published this key first (now, or before this run looked) */
+  | { result: 'already'; indexObject: string; publishedBy: string }
+
+/** sha256 and size of what passes through */
+const digest = (): Transform & { sha256: () => string; bytes: () => number } => {
+  const h = createHash('sha256')
+  let n = 0
+  const t = new Transform({
+    transform(chunk: Buffer, _enc, cb: TransformCallback) {
+      h.update(chunk)
+      n += chunk.length
+      cb(null, chunk)
+    },
+  })
+  return Object.assign(t, { sha256: () => h.digest('hex'), bytes: () => n })
+}
+
+export const publishRelease = async (i: PublishInput): Promise<PublishOutcome> => {
+  const key = await readReleaseCacheKey(i.dir, i.spec, i.commit, i.runtime)
+  const indexObject = indexKey(i.loc, i.service, i.commit, i.runtime)
+  const expect = { loc: i.loc, service: i.service, commit: i.commit, runtime: i.runtime }
+  if (!i.replace) {
+    // the common case of a fleet: most instances find the release published already
+    const text = await i.store.getText(indexObject, DOCUMENT_MAX_BYTES)
+    const existing = text === undefined ? undefined : parseIndexEntry(text, expect)
+    if (typeof existing === 'object' && existing.key === key) return { result: 'already', indexObject, publishedBy: existing.publishedBy }
+  }
+  const file = join(i.workDir, `publish-${randomBytes(6).toString('hex')}.tar.gz`)
+  try {
+    const scan = secretScan(i.secrets)
+    const sum = digest()
+    const packed = await packAsServiceUser(i.worker, i.dir, i.completedAt.getTime(), stdout =>
+      pipeline(stdout, scan, createGzip({ level: GZIP_LEVEL }), sum, createWriteStream(file, { mode: 0o600 })))
+    const sha256 = sum.sha256()
+    const object = archiveKey(i.loc, i.service, key, sha256)
+    await i.store.upload(object, file, 'application/gzip')
+    const entry: IndexEntry = {
+      format: 1, key, service: i.service, commit: i.commit.toLowerCase(), branch: i.branch, runtime: i.runtime,
+      archive: { object, sha256, bytes: sum.bytes(), unpackedBytes: scan.stats.bytes, entries: scan.stats.entries },
+      publishedAt: i.now().toISOString(), publishedBy: i.publishedBy,
+    }
+    // first writer wins (S3's conditional write): the others' archives stay unreferenced until the
+    // lifecycle rule expires them
+    const written = await i.store.putText(indexObject, formatDocument(entry), { ifAbsent: !i.replace })
+    if (written === 'exists') {
+      const text = await i.store.getText(indexObject, DOCUMENT_MAX_BYTES)
+      const other = text === undefined ? undefined : parseIndexEntry(text, expect)
+      return { result: 'already', indexObject, publishedBy: typeof other === 'object' ? other.publishedBy : 'another instance' }
+    }
+    // the pointer names the last commit published healthy on this branch: the commit a boot may
+    // deploy when the git remote cannot be reached
+    await i.store.putText(pointerKey(i.loc, i.service, i.branch, i.runtime), formatDocument({
+      format: 1, service: i.service, branch: i.branch, commit: entry.commit, key, publishedAt: entry.publishedAt,
+    }), { ifAbsent: false })
+    return { result: 'published', entry, indexObject, ...packed }
+  } finally {
+    await rm(file, { force: true })
+  }
+}

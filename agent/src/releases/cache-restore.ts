@@ -1,0 +1,101 @@
+/**
+ * A release from the cache instead of clone + npm ci + build: the index entry for the commit and
+ * this runtime, the archive it names downloaded into the agent's own directory, its sha256
+ * checked against the entry *before* anything is extracted, then extracted by the service user
+ * (releases/archive-worker.ts) and renamed into place whole. The extracted release is checked
+ * once more: its manifest must load and its own cache key (computed from its files, as a build
+ * from source would) must be the entry's.
+ *
+ * Never throws: every problem is an outcome the caller logs as a warning before it deploys from
+ * source. `entryBad` says the entry itself cannot be used (so the publisher of this run replaces
+ * it), as opposed to S3 being unreachable, slow or refusing.
+ */
+import { createHash, randomBytes } from 'node:crypto'
+import { createReadStream } from 'node:fs'
+import { rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { pipeline } from 'node:stream/promises'
+import type { ReleaseCacheLocation } from '../config/settings.js'
+import { loadServiceSpec, type ServiceSpec } from '../config/manifest.js'
+import { isAgentError, messageOf } from '../core/errors.js'
+import { unpackAsServiceUser, type WorkerOptions } from './archive-process.js'
+import { readReleaseCacheKey, type Runtime } from './cache-key.js'
+import { DOCUMENT_MAX_BYTES, indexKey, parseIndexEntry, type IndexEntry } from './cache-index.js'
+import type { CacheStore } from './cache-store.js'
+import { removeRelease } from './releases.js'
+
+export interface RestoreInput {
+  store: CacheStore
+  loc: ReleaseCacheLocation
+  worker: WorkerOptions
+  service: string
+  manifestFile: string
+  commit: string
+  runtime: Runtime
+  /** <serviceDir>: the release is created as <serviceDir>/releases/<id> */
+  serviceDir: string
+  id: string
+  /** the agent's own directory (root only) for the download */
+  workDir: string
+}
+
+export type RestoreOutcome =
+  | { result: 'hit'; object: string; entry: IndexEntry; spec: ServiceSpec; dir: string; ms: { download: number; verify: number; extract: number } }
+  | { result: 'miss'; object: string }
+  | { result: 'unusable'; object: string; reason: string; entryBad: boolean }
+
+const sha256File = async (file: string): Promise<string> => {
+  const h = createHash('sha256')
+  await pipeline(createReadStream(file), h)
+  return h.digest('hex')
+}
+
+/** Which failures mean the entry (or its archive) is bad, rather than S3 being out of reach. */
+const ENTRY_BAD = new Set(['CACHE_ARCHIVE_SIZE', 'AWS_NOT_FOUND', 'CACHE_ARCHIVE_REFUSED', 'CACHE_DOCUMENT_INVALID'])
+
+export const restoreRelease = async (i: RestoreInput): Promise<RestoreOutcome> => {
+  const object = indexKey(i.loc, i.service, i.commit, i.runtime)
+  const unusable = (reason: string, entryBad: boolean, what = object): RestoreOutcome => ({ result: 'unusable', object: i.store.url(what), reason, entryBad })
+  let text: string | undefined
+  try {
+    text = await i.store.getText(object, DOCUMENT_MAX_BYTES)
+  } catch (e) {
+    return unusable(messageOf(e), isAgentError(e) && ENTRY_BAD.has(e.code) && e.code !== 'AWS_NOT_FOUND')
+  }
+  if (text === undefined) return { result: 'miss', object: i.store.url(object) }
+  const entry = parseIndexEntry(text, { loc: i.loc, service: i.service, commit: i.commit, runtime: i.runtime })
+  if (typeof entry === 'string') return unusable(entry, true)
+
+  const archive = entry.archive.object
+  const file = join(i.workDir, `restore-${randomBytes(6).toString('hex')}.tar.gz`)
+  const dir = join(i.serviceDir, 'releases', i.id)
+  const t0 = performance.now()
+  try {
+    try {
+      await i.store.download(archive, file, entry.archive.bytes)
+    } catch (e) {
+      return unusable(messageOf(e), isAgentError(e) && ENTRY_BAD.has(e.code), archive)
+    }
+    const t1 = performance.now()
+    const sha256 = await sha256File(file)
+    if (sha256 !== entry.archive.sha256) return unusable(`checksum mismatch: the archive's sha256 is ${sha256}, its index entry says ${entry.archive.sha256}; not extracted`, true, archive)
+    const t2 = performance.now()
+    try {
+      await unpackAsServiceUser(i.worker, file, join(i.serviceDir, 'releases'), i.id, { maxBytes: entry.archive.unpackedBytes, maxEntries: entry.archive.entries })
+    } catch (e) {
+      return unusable(messageOf(e), isAgentError(e) && ENTRY_BAD.has(e.code), archive)
+    }
+    const t3 = performance.now()
+    try {
+      const spec = await loadServiceSpec(dir, i.manifestFile, i.service)
+      const key = await readReleaseCacheKey(dir, spec, i.commit, i.runtime)
+      if (key !== entry.key) throw new Error(`the extracted release's cache key is ${key}, its index entry says ${entry.key}`)
+      return { result: 'hit', object: i.store.url(object), entry, spec, dir, ms: { download: Math.round(t1 - t0), verify: Math.round(t2 - t1), extract: Math.round(t3 - t2) } }
+    } catch (e) {
+      await removeRelease(i.serviceDir, i.id).catch(() => undefined)
+      return unusable(messageOf(e), true, archive)
+    }
+  } finally {
+    await rm(file, { force: true })
+  }
+}
