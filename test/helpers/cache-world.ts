@@ -165,7 +165,7 @@ export const startCacheWorld = async (t: Teardown, dir: string): Promise<CacheWo
   await world.sm.send(new CreateSecretCommand({ Name: `stage/${SERVICE}`, SecretString: JSON.stringify({ API_KEY: apiKey }) }))
   await world.sm.send(new CreateSecretCommand({ Name: gitSecretId, SecretString: JSON.stringify({ username: 'deploy', token }) }))
   await world.ssm.send(new PutParameterCommand({ Name: `/stage/${SERVICE}/db/password`, Value: dbPass, Type: 'SecureString' }))
-  const group = await world.createGroup({ hooks: [{ name: HOOK, heartbeatTimeout: 300 }], size: 16 })
+  const group = await world.createGroup({ hooks: [{ name: HOOK, heartbeatTimeout: 300 }], size: 24 })
 
   const instances = new Map<number, Instance>()
   const instance = async (n: number): Promise<Instance> => {

@@ -16,7 +16,7 @@
 import t, { type Test } from 'tap'
 import { createHash } from 'node:crypto'
 import { existsSync, lstatSync, readdirSync, realpathSync, statSync } from 'node:fs'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { gunzipSync } from 'node:zlib'
 import { Parser, type ReadEntry } from 'tar'
 import { readFileSync } from 'node:fs'
@@ -39,12 +39,24 @@ const exits = (t: Test, r: CliResult, code: number) =>
 const phase = (i: Instance, name: string) => i.state().phases.find(p => p.name === name)
 const completions = () => world.proxy.completions()
 
+/** S3 operations the agent called (moto's recorder), across all cases: the IAM proof */
+const s3Calls = new Set<string>()
+const record = async <T>(fn: () => Promise<T>): Promise<T> => {
+  await world.moto.startRecording()
+  try {
+    return await fn()
+  } finally {
+    await world.moto.stopRecording()
+    for (const a of await world.moto.recordedActions()) if (a.service === 's3') s3Calls.add(a.action)
+  }
+}
+
 /** the instance that served last is stopped: every instance of this file serves on one port */
 let serving: Instance | undefined
 const boot = async (i: Instance, flags: Record<string, string> = {}, env: Record<string, string> = {}): Promise<CliResult> => {
   if (serving && serving !== i) killPm2(serving.root)
   serving = i
-  return i.run(flags, env)
+  return record(() => i.run(flags, env))
 }
 
 const indexKeyOf = (commit: string) => [...(await_objects_cache ?? new Map()).keys()].find(k => k.includes(`/index/${commit}/`))
@@ -210,9 +222,11 @@ const fallsBack = async (t: Test, i: Instance, r: CliResult, reason: RegExp, obj
   t.match(st.cache?.lookup, /^unusable: /)
 }
 
+/** the next instance that never booted */
+let next = 4
+
 t.test('5. every way the cache can fail: a warning naming the object and the reason, then the source path', async t => {
-  let n = 4
-  const fresh = async () => w.instance(n++)
+  const fresh = async () => w.instance(next++)
 
   t.test('a corrupt archive (same size, other bytes): the checksum does not match, nothing is extracted; this run replaces the entry', async t => {
     const found = await entryOf(v1)
@@ -285,4 +299,52 @@ t.test('5. every way the cache can fail: a warning naming the object and the rea
     await fallsBack(t, i, r, /ECONNREFUSED/, /\/index\//)
     t.match(phase(i, 'publish'), { status: 'failed' })
   })
+})
+
+t.test('6. a hostile archive behind a valid entry (right sha256 and sizes): refused by the extraction, nothing written outside, the source path', async t => {
+  const found = await entryOf(v1)
+  if (!found) throw new Error('no entry')
+  for (const c of HOSTILE_CASES.filter(x => /\.\.|symlink, then|setuid|character device/.test(x.name))) {
+    t.test(c.name, async t => {
+      const gz = tarGz([...HONEST_ENTRIES, ...c.entries])
+      const sha256 = createHash('sha256').update(gz).digest('hex')
+      const object = `${PREFIX}/app/archives/${found.entry.key}/${sha256}.tar.gz`
+      await w.putObject(object, gz)
+      const entry = { ...found.entry, archive: { object, sha256, bytes: gz.length, unpackedBytes: 1 << 20, entries: 100 } }
+      await w.putObject(found.key, JSON.stringify(entry))
+      const i = await w.instance(next++)
+      const outside = readdirSync(dir)
+      const r = await boot(i)
+      await fallsBack(t, i, r, /^archive refused: /, new RegExp(object.replaceAll('/', '\\/')))
+      t.same(readdirSync(dir).filter(x => x !== basename(i.root)), outside, 'nothing new beside the instance roots')
+      for (const o of c.outside) {
+        t.notOk(existsSync(join(i.serviceDir, o)), `${o} not in the service directory`)
+        t.notOk(existsSync(join(i.serviceDir, 'releases', o)), `${o} not in the releases directory`)
+      }
+      t.same(readdirSync(join(i.serviceDir, 'releases')).filter(x => !/^\d{8}T\d{6}Z-[0-9a-f]{12}$/.test(x)), [], 'no temporary directory left')
+      t.match(phase(i, 'publish'), { status: 'ok' }, 'the entry is replaced by an honest one')
+    })
+  }
+})
+
+t.test('7. plan: the cache key and whether a run would hit, reading only the index entry', async t => {
+  const i = await w.instance(0)
+  const plan = async () => {
+    const r = await record(() => runCli(['plan', '--root', i.root, '--json', '--repository', w.repo.fileUrl], { ...i.env }))
+    exits(t, r, 0)
+    return JSON.parse(r.stdout) as { commit: string; releaseCache: { location: string; key: string; index: string; wouldHit: boolean; note: string } }
+  }
+  s3Calls.clear()
+  const hit = await plan()
+  const found = await entryOf(v1)
+  t.equal(hit.commit, v1)
+  t.match(hit.releaseCache, { location: `s3://fleet-releases/${PREFIX}`, key: found?.entry.key, wouldHit: true, note: /^hit: published by i-/ })
+  t.equal(hit.releaseCache.index, `s3://fleet-releases/${found?.key}`)
+  t.same([...s3Calls], ['GetObject'], 'GetObject of the index entry, nothing else')
+  const v2 = await w.commit({ greeting: 'v2', port })
+  const miss = await plan()
+  t.equal(miss.commit, v2)
+  t.match(miss.releaseCache, { wouldHit: false, note: /^miss/ })
+  t.not(miss.releaseCache.key, hit.releaseCache.key)
+  v1 = v2
 })

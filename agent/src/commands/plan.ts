@@ -6,10 +6,13 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { isAgentError } from '../core/errors.js'
+import { isAgentError, messageOf } from '../core/errors.js'
 import { buildEcosystem } from '../pm2/ecosystem.js'
 import { agentFile } from '../secrets/agent-files.js'
-import { loadServiceSpec } from '../config/manifest.js'
+import { loadServiceSpec, type RepoTree, type ServiceSpec } from '../config/manifest.js'
+import { currentRuntime, readReleaseCacheKey } from '../releases/cache-key.js'
+import { indexKey } from '../releases/cache-index.js'
+import { readIndexEntry } from '../releases/cache-restore.js'
 import { pathsFor } from '../core/paths.js'
 import { PHASE_NAMES } from '../run/pipeline.js'
 import { readReleaseRecord } from '../releases/records.js'
@@ -18,7 +21,7 @@ import type { Seams } from '../run/context.js'
 import { resolveWithAgentConfig } from '../config/resolve-settings.js'
 import { serviceReachProblem } from '../run/service-reach.js'
 import { warmPoolTarget } from '../releases/warm-pool.js'
-import type { SettingsInput } from '../config/settings.js'
+import type { Settings, SettingsInput } from '../config/settings.js'
 import { parameterKey, secretIdsToFetch } from '../secrets/source.js'
 
 export interface Plan {
@@ -43,7 +46,30 @@ export interface Plan {
   health: unknown
   build: string[] | null
   manifest: string
+  /** the release cache: this commit's key and whether a run would boot from the cache */
+  releaseCache: { location: string; key: string | null; index: string | null; wouldHit: boolean | null; note: string } | null
   phases: string[]
+}
+
+/** Read-only: the key from the plan's clone, then GetObject of the commit's index entry. */
+const planCache = async (s: Settings, seams: Seams, repo: RepoTree, spec: ServiceSpec | undefined, commit: string | undefined): Promise<Plan['releaseCache']> => {
+  const store = await seams.cacheStore(s)
+  if (!store || !s.releaseCache) return null
+  const location = store.location
+  if (!commit || !spec) return { location, key: null, index: null, wouldHit: null, note: 'unknown: the commit was not resolved' }
+  const runtime = currentRuntime()
+  const key = await readReleaseCacheKey(repo, spec, commit, runtime)
+  const index = store.url(indexKey(s.releaseCache, s.service, commit, runtime))
+  try {
+    const entry = await readIndexEntry(store, { loc: s.releaseCache, service: s.service, commit, runtime })
+    if (entry === undefined) return { location, key, index, wouldHit: false, note: 'miss: deploy from source, then publish' }
+    if (typeof entry === 'string') return { location, key, index, wouldHit: false, note: `entry unusable (${entry}): deploy from source, then replace it` }
+    return entry.key === key
+      ? { location, key, index, wouldHit: true, note: `hit: published by ${entry.publishedBy} at ${entry.publishedAt} (${entry.archive.bytes} bytes)` }
+      : { location, key, index, wouldHit: false, note: `the entry's key is ${entry.key}: deploy from source, then replace it` }
+  } catch (e) {
+    return { location, key, index, wouldHit: null, note: `unknown: ${messageOf(e).split('\n')[0]}` }
+  }
 }
 
 export const makePlan = async (input: Omit<SettingsInput, 'tags'>, seams: Seams): Promise<Plan> => {
@@ -56,20 +82,25 @@ export const makePlan = async (input: Omit<SettingsInput, 'tags'>, seams: Seams)
   const tmp = await mkdtemp(join(tmpdir(), 'bootstrap-plan-'))
   let spec
   let manifestNote = 'defaults (no manifest read)'
+  let releaseCache: Plan['releaseCache'] = null
+  const repoTree = { dir: join(tmp, 'repo'), owner: process.getuid?.() ?? 0 }
   try {
-    commit = await git.headOf(s.repository, s.branch)
-    if (commit === undefined) commitNote = `branch ${s.branch} does not exist on the remote`
-    else {
-      await git.cloneBranch(s.repository, s.branch, { dir: join(tmp, 'repo') })
-      // a private clone of the agent's own: its files are the agent's uid's
-      spec = await loadServiceSpec({ dir: join(tmp, 'repo'), owner: process.getuid?.() ?? 0 }, s.manifestFile, s.service)
-      manifestNote = spec.fromManifest ? `${s.manifestFile} at ${commit.slice(0, 12)}` : `no ${s.manifestFile}: defaults`
+    try {
+      commit = await git.headOf(s.repository, s.branch)
+      if (commit === undefined) commitNote = `branch ${s.branch} does not exist on the remote`
+      else {
+        await git.cloneBranch(s.repository, s.branch, { dir: join(tmp, 'repo') })
+        // a private clone of the agent's own: its files are the agent's uid's
+        spec = await loadServiceSpec(repoTree, s.manifestFile, s.service)
+        manifestNote = spec.fromManifest ? `${s.manifestFile} at ${commit.slice(0, 12)}` : `no ${s.manifestFile}: defaults`
+      }
+    } catch (e) {
+      if (!isAgentError(e) || !/^GIT_/.test(e.code)) throw e
+      commitNote = s.gitCredentialSecret
+        ? `unknown: the repository needs the credential in ${s.gitCredentialSecret}, and plan reads no secret (${e.code})`
+        : `unknown: ${e.message}`
     }
-  } catch (e) {
-    if (!isAgentError(e) || !/^GIT_/.test(e.code)) throw e
-    commitNote = s.gitCredentialSecret
-      ? `unknown: the repository needs the credential in ${s.gitCredentialSecret}, and plan reads no secret (${e.code})`
-      : `unknown: ${e.message}`
+    releaseCache = await planCache(s, seams, repoTree, spec, commit)
   } finally {
     await rm(tmp, { recursive: true, force: true })
   }
@@ -121,6 +152,7 @@ export const makePlan = async (input: Omit<SettingsInput, 'tags'>, seams: Seams)
     health: spec?.health ?? null,
     build: spec?.build ?? null,
     manifest: manifestNote,
+    releaseCache,
     phases: PHASE_NAMES,
   }
 }
@@ -147,6 +179,10 @@ export const formatPlan = (plan: Plan): string => {
     `  root            ${plan.root} (service user ${plan.serviceUser})`,
     ...(plan.serviceUserReach ? [`  service user    ${plan.serviceUserReach.problem}`, `    what to do: ${plan.serviceUserReach.remedy}`] : []),
     `  agent config    ${plan.agentConfig ?? '(no configuration parameter)'}`,
+    ...(plan.releaseCache ? [
+      `  release cache   ${plan.releaseCache.location}: ${plan.releaseCache.note}`,
+      ...(plan.releaseCache.key ? [`  cache key       ${plan.releaseCache.key}`, `  cache entry     ${plan.releaseCache.index}`] : []),
+    ] : []),
     `  phases          ${plan.phases.join(' -> ')}`,
   ]
   return `${lines.join('\n')}\n`

@@ -42,7 +42,10 @@ export const libcOf = (platform: string, report: unknown): string => {
   return platform === 'linux' ? 'musl' : 'none'
 }
 
-export const currentRuntime = (): Runtime => ({
+let runtime: Runtime | undefined
+
+/** This process's runtime: asked once (Node's report takes a few ms), it cannot change. */
+export const currentRuntime = (): Runtime => (runtime ??= {
   node: process.versions.node,
   abi: process.versions.modules,
   platform: process.platform,

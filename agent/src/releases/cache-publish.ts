@@ -21,7 +21,8 @@ import type { ReleaseCacheLocation } from '../config/settings.js'
 import type { ServiceSpec } from '../config/manifest.js'
 import { packAsServiceUser, type WorkerOptions } from './archive-process.js'
 import { readReleaseCacheKey, type Runtime } from './cache-key.js'
-import { archiveKey, DOCUMENT_MAX_BYTES, formatDocument, indexKey, parseIndexEntry, pointerKey, type IndexEntry } from './cache-index.js'
+import { archiveKey, formatDocument, indexKey, pointerKey, type IndexEntry } from './cache-index.js'
+import { readIndexEntry } from './cache-restore.js'
 import type { CacheStore } from './cache-store.js'
 import { secretScan } from './secret-scan.js'
 
@@ -75,8 +76,7 @@ export const publishRelease = async (i: PublishInput): Promise<PublishOutcome> =
   const expect = { loc: i.loc, service: i.service, commit: i.commit, runtime: i.runtime }
   if (!i.replace) {
     // the common case of a fleet: most instances find the release published already
-    const text = await i.store.getText(indexObject, DOCUMENT_MAX_BYTES)
-    const existing = text === undefined ? undefined : parseIndexEntry(text, expect)
+    const existing = await readIndexEntry(i.store, expect)
     if (typeof existing === 'object' && existing.key === key) return { result: 'already', indexObject, publishedBy: existing.publishedBy }
   }
   const file = join(i.workDir, `publish-${randomBytes(6).toString('hex')}.tar.gz`)
@@ -97,8 +97,7 @@ export const publishRelease = async (i: PublishInput): Promise<PublishOutcome> =
     // lifecycle rule expires them
     const written = await i.store.putText(indexObject, formatDocument(entry), { ifAbsent: !i.replace })
     if (written === 'exists') {
-      const text = await i.store.getText(indexObject, DOCUMENT_MAX_BYTES)
-      const other = text === undefined ? undefined : parseIndexEntry(text, expect)
+      const other = await readIndexEntry(i.store, expect)
       return { result: 'already', indexObject, publishedBy: typeof other === 'object' ? other.publishedBy : 'another instance' }
     }
     // the pointer names the last commit published healthy on this branch: the commit a boot may

@@ -20,7 +20,7 @@ import { loadServiceSpec, type ServiceSpec } from '../config/manifest.js'
 import { isAgentError, messageOf } from '../core/errors.js'
 import { unpackAsServiceUser, type WorkerOptions } from './archive-process.js'
 import { readReleaseCacheKey, type Runtime } from './cache-key.js'
-import { DOCUMENT_MAX_BYTES, indexKey, parseIndexEntry, type IndexEntry } from './cache-index.js'
+import { DOCUMENT_MAX_BYTES, indexKey, parseIndexEntry, type EntryExpectation, type IndexEntry } from './cache-index.js'
 import type { CacheStore } from './cache-store.js'
 import { removeRelease } from './releases.js'
 
@@ -44,6 +44,13 @@ export type RestoreOutcome =
   | { result: 'miss'; object: string }
   | { result: 'unusable'; object: string; reason: string; entryBad: boolean }
 
+/** The index entry of a commit on this runtime: undefined when there is none, a string saying why
+ * when there is one that cannot be used. Throws what the store throws. */
+export const readIndexEntry = async (store: CacheStore, x: EntryExpectation): Promise<IndexEntry | string | undefined> => {
+  const text = await store.getText(indexKey(x.loc, x.service, x.commit, x.runtime), DOCUMENT_MAX_BYTES)
+  return text === undefined ? undefined : parseIndexEntry(text, x)
+}
+
 const sha256File = async (file: string): Promise<string> => {
   const h = createHash('sha256')
   await pipeline(createReadStream(file), h)
@@ -56,14 +63,13 @@ const ENTRY_BAD = new Set(['CACHE_ARCHIVE_SIZE', 'AWS_NOT_FOUND', 'CACHE_ARCHIVE
 export const restoreRelease = async (i: RestoreInput): Promise<RestoreOutcome> => {
   const object = indexKey(i.loc, i.service, i.commit, i.runtime)
   const unusable = (reason: string, entryBad: boolean, what = object): RestoreOutcome => ({ result: 'unusable', object: i.store.url(what), reason, entryBad })
-  let text: string | undefined
+  let entry: IndexEntry | string | undefined
   try {
-    text = await i.store.getText(object, DOCUMENT_MAX_BYTES)
+    entry = await readIndexEntry(i.store, { loc: i.loc, service: i.service, commit: i.commit, runtime: i.runtime })
   } catch (e) {
     return unusable(messageOf(e), isAgentError(e) && ENTRY_BAD.has(e.code) && e.code !== 'AWS_NOT_FOUND')
   }
-  if (text === undefined) return { result: 'miss', object: i.store.url(object) }
-  const entry = parseIndexEntry(text, { loc: i.loc, service: i.service, commit: i.commit, runtime: i.runtime })
+  if (entry === undefined) return { result: 'miss', object: i.store.url(object) }
   if (typeof entry === 'string') return unusable(entry, true)
 
   const archive = entry.archive.object

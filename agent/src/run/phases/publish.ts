@@ -3,7 +3,8 @@ import type { Phase, PhaseResult } from '../runner.js'
 import { markReleasePublished, readReleaseMeta } from '../../releases/releases.js'
 import { publishRelease } from '../../releases/cache-publish.js'
 import { messageOf } from '../../core/errors.js'
-import { cacheRuntime, openCache, workerOptions } from './release-cache.js'
+import { currentRuntime } from '../../releases/cache-key.js'
+import { openCache, workerOptions } from './release-cache.js'
 
 /**
  * The live release into the release cache (releases/cache-publish.ts), after a successful run
@@ -34,7 +35,7 @@ export const publish: Phase<RunContext> = {
       const p = need(ctx.paths, 'paths')
       const r = await publishRelease({
         store, loc: s.releaseCache, worker: workerOptions(ctx), service: s.service, branch: meta.branch, commit: meta.commit,
-        spec: need(ctx.spec, 'spec'), runtime: cacheRuntime(), dir: rel.dir, completedAt: new Date(meta.createdAt),
+        spec: need(ctx.spec, 'spec'), runtime: currentRuntime(), dir: rel.dir, completedAt: new Date(meta.createdAt),
         secrets: ctx.secrets?.values ?? {}, workDir: p.cacheWorkDir, publishedBy: ctx.identity?.instanceId ?? 'unknown',
         replace: cache.replaceEntry === true, now: ctx.seams.now,
       })

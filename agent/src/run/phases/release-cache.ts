@@ -11,15 +11,11 @@ import { ensureDir } from '../../core/dirs.js'
 import { preparePm2InBackground } from '../../pm2/ready.js'
 import { isAgentError, messageOf, type AgentError } from '../../core/errors.js'
 import type { WorkerOptions } from '../../releases/archive-process.js'
-import { currentRuntime, type Runtime } from '../../releases/cache-key.js'
+import { currentRuntime } from '../../releases/cache-key.js'
 import { DOCUMENT_MAX_BYTES, parseBranchPointer, pointerKey } from '../../releases/cache-index.js'
 import { restoreRelease } from '../../releases/cache-restore.js'
 import type { CacheStore } from '../../releases/cache-store.js'
 import { need, type RunContext } from '../context.js'
-
-/** This process's runtime (Node, platform, libc): asked once, it cannot change within a run. */
-let runtime: Runtime | undefined
-export const cacheRuntime = (): Runtime => (runtime ??= currentRuntime())
 
 /** The archive worker as the service user, on the install timeout (extraction replaces npm ci). */
 export const workerOptions = (ctx: RunContext): WorkerOptions => ({
@@ -52,7 +48,7 @@ const unreachable = (e: unknown): e is AgentError => isAgentError(e) && (e.code 
 export const commitFromPointer = async (ctx: RunContext, store: CacheStore | undefined, gitError: unknown): Promise<string> => {
   const s = need(ctx.settings, 'settings')
   if (!store || !s.releaseCacheFallback || !unreachable(gitError)) throw gitError
-  const object = pointerKey(need(s.releaseCache, 'release cache'), s.service, s.branch, cacheRuntime())
+  const object = pointerKey(need(s.releaseCache, 'release cache'), s.service, s.branch, currentRuntime())
   let text: string | undefined
   try {
     text = await store.getText(object, DOCUMENT_MAX_BYTES)
@@ -82,7 +78,7 @@ export const restoreFromCache = async (ctx: RunContext, store: CacheStore, id: s
   if (!ctx.warmPool) preparePm2InBackground(ctx)
   const r = await restoreRelease({
     store, loc: need(s.releaseCache, 'release cache'), worker: workerOptions(ctx), service: s.service, manifestFile: s.manifestFile,
-    commit, runtime: cacheRuntime(), serviceDir: p.serviceDir, id, workDir: p.cacheWorkDir,
+    commit, runtime: currentRuntime(), serviceDir: p.serviceDir, id, workDir: p.cacheWorkDir,
   })
   if (r.result === 'miss') {
     cache.lookup = `miss: ${r.object}`
