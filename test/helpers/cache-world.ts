@@ -41,6 +41,9 @@ export interface AppOptions {
   extra?: Record<string, string>
   /** replaces the build command */
   build?: string[]
+  /** the service writes API_KEY into its own release at start (as a careless app caches its
+   * environment): `backdated` then gives the file an old mtime, as a copy that keeps times would */
+  writesSecret?: 'fresh' | 'backdated'
 }
 
 export interface Instance {
@@ -94,12 +97,15 @@ const tinyTarball = (dir: string): { file: string; integrity: string } => {
   return { file, integrity: `sha512-${createHash('sha512').update(readFileSync(file)).digest('base64')}` }
 }
 
-const SERVER = (greeting: string, port: number) => `
+const SERVER = (greeting: string, port: number, writesSecret: AppOptions['writesSecret']) => `
 const http = require('node:http')
 const { createHash } = require('node:crypto')
-const { readFileSync, realpathSync } = require('node:fs')
+const { mkdirSync, readFileSync, realpathSync, utimesSync, writeFileSync } = require('node:fs')
 const { basename } = require('node:path')
 const tiny = require('tiny')
+${writesSecret === undefined ? '' : `mkdirSync(__dirname + '/runtime', { recursive: true })
+writeFileSync(__dirname + '/runtime/env-cache.txt', process.env.API_KEY)
+${writesSecret === 'backdated' ? "utimesSync(__dirname + '/runtime/env-cache.txt', new Date('2020-01-01'), new Date('2020-01-01'))" : ''}`}
 const build = JSON.parse(readFileSync(__dirname + '/dist/build.json', 'utf8'))
 const fp = v => v === undefined ? null : createHash('sha256').update(v).digest('hex')
 http.createServer((req, res) => {
@@ -143,7 +149,7 @@ export const startCacheWorld = async (t: Teardown, dir: string): Promise<CacheWo
     }, null, 2)}\n`,
     '.npmrc': `registry=http://127.0.0.1:${closedPort}/\nfetch-retries=0\naudit=false\nfund=false\n`,
     'build.js': "const fs = require('node:fs')\nfs.mkdirSync('dist', { recursive: true })\nfs.writeFileSync('dist/build.json', JSON.stringify({ builtBy: process.pid, at: Date.now() }))\n",
-    'server.js': SERVER(o.greeting, o.port),
+    'server.js': SERVER(o.greeting, o.port, o.writesSecret),
     'bootstrap-agent.json': `${JSON.stringify({
       version: 1,
       services: {
