@@ -427,3 +427,34 @@ t.test('11. the S3 actions called are exactly the ones iam/agent-policy.json gra
   t.same([...granted].filter(a => !needed.has(a) && a !== 's3:ListBucket').sort(), [], 'every S3 action granted was called')
   t.ok(granted.has('s3:ListBucket'), 'ListBucket, so a miss reads as a miss')
 })
+
+t.test('12. a release prepared in a warm pool from source is published once it passed its health gate; warm pools prepare from the cache too', async t => {
+  const warmed = async (i: Instance) => {
+    i.imds.set({ lifecycleState: 'Warmed:Stopped' })
+    const r = await boot(i)
+    exits(t, r, 0)
+    t.equal(i.state().outcome, 'prepared')
+    t.match(phase(i, 'start'), { status: 'skipped', detail: 'warm pool: prepared, not started' })
+    t.match(phase(i, 'publish'), { status: 'skipped', detail: /warm pool: no health gate passed yet/ })
+    // the instance is stopped in the pool, then leaves it
+    killPm2(i.root)
+    i.imds.set({ lifecycleState: 'InService' })
+    const again = await boot(i)
+    exits(t, again, 0)
+    t.equal(i.state().outcome, 'success')
+    t.equal(i.state().releaseFrom, 'live', 'the prepared release is started, nothing fetched')
+  }
+  t.test('prepared from source (a miss): published by the run that started it', async t => {
+    const c = await w.commit({ greeting: 'warm', port })
+    const i = await w.instance(next++)
+    await warmed(i)
+    t.match(phase(i, 'publish'), { status: 'ok', detail: /published / })
+    t.ok(await entryOf(c))
+  })
+  t.test('prepared from the cache (the commit just published): no clone, no npm ci, no build', async t => {
+    const i = await w.instance(next++)
+    await warmed(i)
+    t.match(i.state().phases.find(p => p.name === 'publish'), { status: 'skipped', detail: /came from the release cache/ })
+    t.notOk(existsSync(join(i.serviceDir, 'current/.git')), 'from the cache')
+  })
+})
