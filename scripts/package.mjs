@@ -102,7 +102,12 @@ await build({
 })
 await build({
   ...common,
-  entryPoints: [join(repo, 'agent/src/secrets/env-preload.ts'), join(repo, 'agent/src/secrets/run-with-env.ts'), join(repo, 'agent/src/releases/archive-worker.ts')],
+  // named outputs: from two source folders esbuild would otherwise recreate them under dist/
+  entryPoints: [
+    { in: join(repo, 'agent/src/secrets/env-preload.ts'), out: 'env-preload' },
+    { in: join(repo, 'agent/src/secrets/run-with-env.ts'), out: 'run-with-env' },
+    { in: join(repo, 'agent/src/releases/archive-worker.ts'), out: 'archive-worker' },
+  ],
   outdir: join(stage, 'dist'),
 })
 

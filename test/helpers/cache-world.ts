@@ -24,7 +24,7 @@ import { startFileServer, type FileServer } from './file-server.js'
 import { createFixtureRepo, type FixtureRepo } from './fixture-repo.js'
 import { startGitHttpServer } from './git-http-server.js'
 import type { ImdsServer } from './imds-server.js'
-import { freePort, killPm2, runCli, type CliResult } from './sandbox.js'
+import { freePort, killPm2, runCli, startCli, type CliResult, type StartedCli } from './sandbox.js'
 
 export const SERVICE = 'app'
 export const HOOK = 'bootstrap-launch'
@@ -55,6 +55,8 @@ export interface Instance {
   env: Record<string, string>
   /** `run --reason boot` on this instance, waiting on its launching lifecycle action */
   run(flags?: Record<string, string>, env?: Record<string, string>): Promise<CliResult>
+  /** the same run, returned at once (to watch it, or kill it midway); `entry`: another build */
+  start(flags?: Record<string, string>, env?: Record<string, string>, entry?: string): StartedCli
   state(): StateJson
 }
 
@@ -64,7 +66,7 @@ export interface StateJson {
   commit?: string
   releaseFrom?: string
   cache?: { location: string; lookup?: string; commitFromPointer?: string; published?: string }
-  phases: { name: string; status: string; detail?: string }[]
+  phases: { name: string; status: string; detail?: string; durationMs: number }[]
   error?: { code: string; message: string; remedy: string; phase?: string }
 }
 
@@ -183,15 +185,17 @@ export const startCacheWorld = async (t: Teardown, dir: string): Promise<CacheWo
     t.teardown(() => killPm2(root))
     const imds = await world.startImds({ instanceId, lifecycleState: 'InService', tags: { Service: SERVICE, Environment: 'stage', Repository: gitProxy.url('app.git') } })
     const env = world.agentEnv(imds.endpoint, { BOOTSTRAP_GIT_CREDENTIAL_SECRET: gitSecretId, BOOTSTRAP_RELEASE_CACHE: CACHE_URL, AWS_ENDPOINT_URL_S3: s3Proxy.endpoint })
+    const args = (flags: Record<string, string>) => {
+      // every instance booted so far waits on its launching action (answered once per run)
+      world.proxy.setActive([...instances.values()].map(x => ({ instanceId: x.instanceId, hookName: HOOK })))
+      return ['run', '--reason', 'boot', '--root', root, '--json', '--stable-window', '1', '--git-attempts', '1', '--git-timeout', '10', ...Object.entries(flags).flatMap(([k, v]) => [`--${k}`, v])]
+    }
     const i: Instance = {
       instanceId, root, imds, env,
       serviceDir: join(root, `srv/${SERVICE}`),
       envFile: join(root, `etc/bootstrap-agent/env/${SERVICE}.env`),
-      run: (flags = {}, extra = {}) => {
-        world.proxy.setActive([...instances.values()].map(x => ({ instanceId: x.instanceId, hookName: HOOK })))
-        const args = ['run', '--reason', 'boot', '--root', root, '--json', '--stable-window', '1', '--git-attempts', '1', '--git-timeout', '10', ...Object.entries(flags).flatMap(([k, v]) => [`--${k}`, v])]
-        return runCli(args, { ...env, ...extra })
-      },
+      run: (flags = {}, extra = {}) => runCli(args(flags), { ...env, ...extra }),
+      start: (flags = {}, extra = {}, entry) => startCli(args(flags), { ...env, ...extra }, entry),
       state: () => JSON.parse(readFileSync(join(root, 'var/lib/bootstrap-agent/state.json'), 'utf8')) as StateJson,
     }
     instances.set(n, i)

@@ -1,8 +1,9 @@
 /**
  * Collects /proc/<pid>/cmdline of every process, every millisecond, until stopped: the proof
  * that no secret reached any process's argv. It runs in a worker thread so it never starves the
- * event loop the test's servers need.
+ * event loop the test's servers need. Also the peak RSS of one process (peakRss).
  */
+import { readFileSync } from 'node:fs'
 import { Worker } from 'node:worker_threads'
 
 const SAMPLER = `
@@ -41,6 +42,28 @@ export const sampleCmdlines = (): { ready: Promise<void>; stop(): Promise<string
     async stop() {
       Atomics.store(new Int32Array(stop), 0, 1)
       return result
+    },
+  }
+}
+
+/** The peak RSS (VmHWM, the kernel's high-water mark) of one process, in MB: read every 20 ms
+ * while it lives, the last value seen when it is gone. */
+export const peakRss = (pid: number): { stop(): number } => {
+  let peakKb = 0
+  const read = () => {
+    try {
+      const m = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+      if (m?.[1]) peakKb = Math.max(peakKb, Number(m[1]))
+    } catch {
+      // exited
+    }
+  }
+  read()
+  const timer = setInterval(read, 20)
+  return {
+    stop() {
+      clearInterval(timer)
+      return Math.round(peakKb / 1024 * 10) / 10
     },
   }
 }

@@ -95,6 +95,44 @@ export const runCli = async (args: string[], env: Record<string, string> = {}): 
   return { code, stdout, stderr, cmdlines: await sampler.stop() }
 }
 
+export interface StartedCli {
+  pid: number
+  /** the output so far */
+  stdout(): string
+  stderr(): string
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+  /** SIGKILL to the agent's process group, its children with it (as systemd ends a unit) */
+  killGroup(): void
+}
+
+/** The agent CLI as runCli starts it (`env -i` execs node: the pid is the agent's), in a process
+ * group of its own, returned at once: for tests that kill it midway or watch it run. `entry`:
+ * another build of the agent (the release artifact's dist/agent.mjs). */
+export const startCli = (args: string[], env: Record<string, string> = {}, entry = BIN): StartedCli => {
+  const [file, argv] = clean({ PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/root', ...env }, process.execPath, [entry, ...args])
+  const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+  const pid = child.pid
+  if (pid === undefined) throw new Error('could not start the agent')
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', c => (stdout += c))
+  child.stderr.on('data', c => (stderr += c))
+  return {
+    pid,
+    stdout: () => stdout,
+    stderr: () => stderr,
+    // 'exit', not 'close': a killed agent's orphans may hold its pipes open
+    exit: new Promise(resolve => child.on('exit', (code, signal) => resolve({ code, signal }))),
+    killGroup() {
+      try {
+        process.kill(-pid, 'SIGKILL')
+      } catch {
+        // gone already
+      }
+    },
+  }
+}
+
 export const pm2Home = (root: string): string => join(root, 'var/lib/bootstrap-agent/home/.pm2')
 
 /** `pm2 <args>` against the sandbox daemon, as the user that owns PM2_HOME. */

@@ -36,7 +36,7 @@ t.test('the tarball and its checksum', async t => {
 
 t.test('layout: one bundle, the files loaded by path beside it, PM2 with its dependencies', async t => {
   t.ok(statSync(bin).mode & 0o111, 'the launcher is executable')
-  for (const f of ['dist/agent.mjs', 'dist/env-preload.js', 'dist/run-with-env.js', 'schema/manifest.schema.json', 'user-data/templates/bootstrap.sh.tpl', 'node_modules/pm2/bin/pm2']) {
+  for (const f of ['dist/agent.mjs', 'dist/env-preload.js', 'dist/run-with-env.js', 'dist/archive-worker.js', 'schema/manifest.schema.json', 'user-data/templates/bootstrap.sh.tpl', 'node_modules/pm2/bin/pm2']) {
     t.ok(existsSync(join(agentDir, f)), f)
   }
   const pkg = JSON.parse(readFileSync(join(agentDir, 'package.json'), 'utf8'))

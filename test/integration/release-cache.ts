@@ -350,7 +350,7 @@ t.test('7. plan: the cache key and whether a run would hit, reading only the ind
 })
 
 t.test('8. a multipart upload cut short: aborted, no index entry visible; the next run publishes (converges)', async t => {
-  const big = await w.commit({ greeting: 'big', port, extra: { 'assets/blob.txt': randomBytes(6 * 1024 * 1024).toString('base64') } })
+  const big = await w.commit({ greeting: 'big', port, extra: { 'assets/blob.txt': randomBytes(10 * 1024 * 1024).toString('base64') } })
   const i = await w.instance(next++)
   s3Proxy.fail(s3Error(500, 'InternalError', 'We encountered an internal error. Please try again.'), Number.POSITIVE_INFINITY, r => r.method === 'PUT' && r.path.includes('partNumber='))
   const r = await boot(i, {}, { BOOTSTRAP_AWS_TIMEOUT: '3' })

@@ -5,8 +5,9 @@
  * code runs as the service user, and output delivered line by line to the caller (for the log).
  */
 import { readdirSync, readFileSync } from 'node:fs'
-import type { Readable } from 'node:stream'
-import { execa } from 'execa'
+import { constants } from 'node:fs'
+import { open, type FileHandle } from 'node:fs/promises'
+import { execa, type Options } from 'execa'
 import { AgentError } from './errors.js'
 
 export interface RunOptions {
@@ -20,11 +21,13 @@ export interface RunOptions {
   onLine?: (stream: 'stdout' | 'stderr', line: string) => void
   /** text fed to stdin (never argv) */
   input?: string
-  /** a file fed to stdin, opened by the agent: the child needs no access to it */
+  /** the child's stdin is this file, opened by the agent: the child needs no access to the file
+   * or its directory, and no byte of it passes through the agent */
   stdinFile?: string
-  /** takes stdout as a stream (large or binary output): then it is neither buffered nor split
-   * into lines. Should it reject, the child's process tree is killed and `run` rejects with it. */
-  stdout?: (stream: Readable) => Promise<void>
+  /** the child's stdout is this new file, created by the agent (exclusively, 0600, owned by the
+   * agent) and written by the child through the descriptor it inherits; stdout is then not
+   * buffered or split into lines */
+  stdoutFile?: string
 }
 
 export interface RunResult {
@@ -96,67 +99,89 @@ const signalAll = (pids: number[], signal: NodeJS.Signals) => {
   }
 }
 
+/** The descriptors behind stdinFile and stdoutFile: passed to the child as they are, so large
+ * files never stream through the agent's own memory. */
+const openStdio = async (opts: RunOptions): Promise<{ stdin?: FileHandle; stdout?: FileHandle; close(): Promise<void> }> => {
+  const stdin = opts.stdinFile === undefined ? undefined : await open(opts.stdinFile, constants.O_RDONLY | constants.O_NOFOLLOW)
+  const stdout = opts.stdoutFile === undefined
+    ? undefined
+    : await open(opts.stdoutFile, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600).catch(async (e: unknown) => {
+      await stdin?.close()
+      throw e
+    })
+  return {
+    stdin, stdout,
+    async close() {
+      await stdin?.close()
+      await stdout?.close()
+    },
+  }
+}
+
 export const createExec = (): Exec => ({
   async run(file, args, opts) {
-    const child = execa(file, [...args], {
-      cwd: opts.cwd,
-      env: opts.env,
-      extendEnv: false,
-      shell: false,
-      reject: false,
-      uid: opts.uid,
-      gid: opts.gid,
-      input: opts.input,
-      stdin: opts.stdinFile !== undefined ? { file: opts.stdinFile } : opts.input === undefined ? 'ignore' : 'pipe',
-      buffer: { stdout: opts.stdout === undefined },
-      stripFinalNewline: false,
-      maxBuffer: 64 * 1024 * 1024,
-    })
-    const out = splitLines(opts.onLine, 'stdout')
-    const err = splitLines(opts.onLine, 'stderr')
-    // a consumer that gives up (an archive refused halfway) must not leave the child blocked on a
-    // full pipe until its timeout
-    const consumed = opts.stdout && child.stdout
-      ? opts.stdout(child.stdout).then(() => undefined, (e: unknown) => {
-        if (child.pid !== undefined) signalAll(processTree(child.pid), 'SIGKILL')
-        return { error: e }
-      })
-      : undefined
-    if (!consumed) child.stdout?.on('data', (c: Buffer) => out.push(c))
-    child.stderr?.on('data', (c: Buffer) => err.push(c))
-    // The timeout ends the whole process tree, not only the child: a grandchild (an npm install
-    // script, a build step) that outlives it keeps the output pipes open, and the run would wait
-    // for it however long it takes. SIGTERM first, SIGKILL 5 s later for what is left.
-    let timedOut = false
-    let hardKill: NodeJS.Timeout | undefined
-    const timer = setTimeout(() => {
-      if (child.pid === undefined) return
-      timedOut = true
-      const tree = processTree(child.pid)
-      signalAll(tree, 'SIGTERM')
-      hardKill = setTimeout(() => signalAll(tree, 'SIGKILL'), 5000)
-    }, opts.timeoutMs)
-    const r = await child.finally(() => {
-      clearTimeout(timer)
-      // after a timeout, the SIGKILL still comes for whatever ignored the SIGTERM
-      if (!timedOut) clearTimeout(hardKill)
-    })
-    out.flush()
-    err.flush()
-    const consumer = await consumed
-    if (consumer) throw consumer.error
-    if (r.failed && r.exitCode === undefined && !timedOut && !r.isTerminated) {
-      throw new AgentError(`could not start "${file}": ${r.shortMessage ?? r.message}`, {
-        code: 'EXEC_START_FAILED',
-        remedy: `check that "${file}" is installed and on PATH for the agent`,
-        cause: r.cause,
-      })
-    }
-    return {
-      exitCode: r.exitCode ?? -1,
-      stdout: String(r.stdout ?? ''),
-      stderr: String(r.stderr ?? ''),
-      timedOut,
+    const fds = await openStdio(opts)
+    try {
+      return await runChild(file, args, opts, fds.stdin?.fd, fds.stdout?.fd)
+    } finally {
+      await fds.close()
     }
   },
 })
+
+/** execa hands an integer descriptor to spawn unchanged (its "native" stdio, lib/stdio/type.js),
+ * but its types name only 0, 1 and 2 for stdin and stdout: widened here, in this one place. */
+const descriptor = <K extends 'stdin' | 'stdout'>(fd: number): Options[K] => fd as unknown as Options[K]
+
+const runChild = async (file: string, args: readonly string[], opts: RunOptions, stdinFd: number | undefined, stdoutFd: number | undefined): Promise<RunResult> => {
+  const child = execa(file, [...args], {
+    cwd: opts.cwd,
+    env: opts.env,
+    extendEnv: false,
+    shell: false,
+    reject: false,
+    uid: opts.uid,
+    gid: opts.gid,
+    input: opts.input,
+    stdin: stdinFd === undefined ? (opts.input === undefined ? 'ignore' : 'pipe') : descriptor<'stdin'>(stdinFd),
+    ...(stdoutFd === undefined ? {} : { stdout: descriptor<'stdout'>(stdoutFd) }),
+    stripFinalNewline: false,
+    maxBuffer: 64 * 1024 * 1024,
+  })
+  const out = splitLines(opts.onLine, 'stdout')
+  const err = splitLines(opts.onLine, 'stderr')
+  child.stdout?.on('data', (c: Buffer) => out.push(c))
+  child.stderr?.on('data', (c: Buffer) => err.push(c))
+  // The timeout ends the whole process tree, not only the child: a grandchild (an npm install
+  // script, a build step) that outlives it keeps the output pipes open, and the run would wait
+  // for it however long it takes. SIGTERM first, SIGKILL 5 s later for what is left.
+  let timedOut = false
+  let hardKill: NodeJS.Timeout | undefined
+  const timer = setTimeout(() => {
+    if (child.pid === undefined) return
+    timedOut = true
+    const tree = processTree(child.pid)
+    signalAll(tree, 'SIGTERM')
+    hardKill = setTimeout(() => signalAll(tree, 'SIGKILL'), 5000)
+  }, opts.timeoutMs)
+  const r = await child.finally(() => {
+    clearTimeout(timer)
+    // after a timeout, the SIGKILL still comes for whatever ignored the SIGTERM
+    if (!timedOut) clearTimeout(hardKill)
+  })
+  out.flush()
+  err.flush()
+  if (r.failed && r.exitCode === undefined && !timedOut && !r.isTerminated) {
+    throw new AgentError(`could not start "${file}": ${r.shortMessage ?? r.message}`, {
+      code: 'EXEC_START_FAILED',
+      remedy: `check that "${file}" is installed and on PATH for the agent`,
+      cause: r.cause,
+    })
+  }
+  return {
+    exitCode: r.exitCode ?? -1,
+    stdout: String(r.stdout ?? ''),
+    stderr: String(r.stderr ?? ''),
+    timedOut,
+  }
+}

@@ -2,12 +2,11 @@
  * The agent's side of releases/archive-worker.ts: starts it through the Exec seam as the service
  * user (no shell, a minimal environment, a timeout) and reads its one-line report, which comes
  * from a process the service user controls: parsed defensively, cut short, never trusted beyond
- * its types. Packing streams the worker's stdout to `sink`; unpacking feeds it the verified
- * archive on stdin from a file the agent opened, so the worker needs no access to the agent's
- * own directory.
+ * its types. The archive goes between the worker and a file in the agent's own directory by
+ * descriptor (Exec's stdoutFile / stdinFile): never through the agent's memory, and the worker
+ * needs no access to that directory.
  */
 import { dirname } from 'node:path'
-import type { Readable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { AgentError } from '../core/errors.js'
 import type { Exec } from '../core/exec.js'
@@ -26,7 +25,7 @@ export interface WorkerOptions {
   worker?: string
 }
 
-const run = (w: WorkerOptions, args: string[], extra: { stdinFile?: string; stdout?: (s: Readable) => Promise<void> }) =>
+const run = (w: WorkerOptions, args: string[], extra: { stdinFile?: string; stdoutFile?: string }) =>
   w.exec.run(process.execPath, [w.worker ?? ARCHIVE_WORKER, ...args], {
     env: { PATH: `${dirname(process.execPath)}:/usr/bin:/bin`, LANG: 'C.UTF-8' },
     timeoutMs: w.timeoutMs,
@@ -45,15 +44,30 @@ const num = (v: unknown): number => (typeof v === 'number' && Number.isSafeInteg
 const failure = (what: string, r: { exitCode: number; timedOut: boolean }, rep: Record<string, unknown>, timeoutMs: number) =>
   r.timedOut ? `${what} took longer than ${Math.round(timeoutMs / 1000)} s` : `${what} failed (exit ${r.exitCode}): ${text(rep['error'])}`
 
-/** An uncompressed tar of the release on `sink`; what the worker left out (runtime files). */
-export const packAsServiceUser = async (w: WorkerOptions, dir: string, completedAtMs: number, sink: (s: Readable) => Promise<void>): Promise<{ excluded: number; examples: string[] }> => {
-  const r = await run(w, ['pack', dir, String(Math.floor(completedAtMs))], { stdout: sink })
+export interface PackResult {
+  /** entries in the archive and the sum of their sizes (the index entry records both) */
+  entries: number
+  bytes: number
+  /** files left out because the service wrote them after the release was complete */
+  excluded: number
+  examples: string[]
+}
+
+/** The release's archive written into `outFile` (created here), scanned for `envFile`'s values. */
+export const packAsServiceUser = async (w: WorkerOptions, dir: string, completedAtMs: number, envFile: string, outFile: string): Promise<PackResult> => {
+  const r = await run(w, ['pack', dir, String(Math.floor(completedAtMs)), envFile], { stdoutFile: outFile })
   const rep = report(r.stderr)
+  if (r.exitCode === 2 && typeof rep['refused'] === 'string') {
+    throw new AgentError(text(rep['refused']), {
+      code: 'CACHE_SECRET_IN_RELEASE',
+      remedy: 'make the service keep what it writes at runtime outside its release directory; a value that is no secret (like NODE_ENV) belongs in the manifest\'s "env"',
+    })
+  }
   if (r.exitCode !== 0 || rep['ok'] !== true) {
     throw new AgentError(failure(`packing ${dir}`, r, rep, w.timeoutMs), { code: 'CACHE_PACK_FAILED', remedy: 'check free disk space and that the release is readable by the service user; the next run tries again' })
   }
   const examples = Array.isArray(rep['examples']) ? rep['examples'].filter(x => typeof x === 'string').slice(0, 5).map(text) : []
-  return { excluded: num(rep['excluded']), examples }
+  return { entries: num(rep['entries']), bytes: num(rep['bytes']), excluded: num(rep['excluded']), examples }
 }
 
 /** Extracts `archive` as `<releasesDir>/<id>` (whole, or not at all). */

@@ -4,30 +4,24 @@
  * a file in the agent's own directory first, then uploaded, then the index entry that makes it
  * visible, then the branch pointer: a reader never sees an entry without its archive.
  *
- *   service user: tar of the release (archive-worker pack)  ->  stdout
- *   agent:        secret scan -> gzip -> sha256 and size -> <workDir>/publish-*.tar.gz (0600)
- *   S3:           archive (multipart, S3's SHA-256 checksum) -> index entry -> branch pointer
+ *   service user (archive-worker pack): tar of the release -> secret scan -> gzip -> the file,
+ *                                       by descriptor (0600, in the agent's directory)
+ *   agent:  sha256 and size of the file -> S3: archive (multipart, S3's SHA-256 checksum)
+ *           -> index entry -> branch pointer
  *
  * Streamed end to end: memory stays flat whatever the size of the release.
  */
-import { createHash, randomBytes } from 'node:crypto'
-import { createWriteStream } from 'node:fs'
-import { rm } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
+import { rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { Transform, type TransformCallback } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
-import { createGzip } from 'node:zlib'
 import type { ReleaseCacheLocation } from '../config/settings.js'
 import type { ServiceSpec } from '../config/manifest.js'
 import { packAsServiceUser, type WorkerOptions } from './archive-process.js'
 import { readReleaseCacheKey, type Runtime } from './cache-key.js'
 import { archiveKey, formatDocument, indexKey, pointerKey, type IndexEntry } from './cache-index.js'
 import { readIndexEntry } from './cache-restore.js'
+import { sha256File } from '../core/file-hash.js'
 import type { CacheStore } from './cache-store.js'
-import { secretScan } from './secret-scan.js'
-
-/** gzip level of the archive: measured in bench/README.md ("Release cache: the archive format") */
-export const GZIP_LEVEL = 6
 
 export interface PublishInput {
   store: CacheStore
@@ -41,8 +35,8 @@ export interface PublishInput {
   /** the release directory, and when it was complete (files changed later are left out) */
   dir: string
   completedAt: Date
-  /** this run's secret values: none may be in the archive */
-  secrets: Readonly<Record<string, string>>
+  /** the service's env file: none of its values may be in the archive */
+  envFile: string
   /** the agent's own directory for the archive on its way */
   workDir: string
   publishedBy: string
@@ -56,20 +50,6 @@ export type PublishOutcome =
   /** another instance published this key first (now, or before this run looked) */
   | { result: 'already'; indexObject: string; publishedBy: string }
 
-/** sha256 and size of what passes through */
-const digest = (): Transform & { sha256: () => string; bytes: () => number } => {
-  const h = createHash('sha256')
-  let n = 0
-  const t = new Transform({
-    transform(chunk: Buffer, _enc, cb: TransformCallback) {
-      h.update(chunk)
-      n += chunk.length
-      cb(null, chunk)
-    },
-  })
-  return Object.assign(t, { sha256: () => h.digest('hex'), bytes: () => n })
-}
-
 export const publishRelease = async (i: PublishInput): Promise<PublishOutcome> => {
   const key = await readReleaseCacheKey(i.dir, i.spec, i.commit, i.runtime)
   const indexObject = indexKey(i.loc, i.service, i.commit, i.runtime)
@@ -81,16 +61,14 @@ export const publishRelease = async (i: PublishInput): Promise<PublishOutcome> =
   }
   const file = join(i.workDir, `publish-${randomBytes(6).toString('hex')}.tar.gz`)
   try {
-    const scan = secretScan(i.secrets)
-    const sum = digest()
-    const packed = await packAsServiceUser(i.worker, i.dir, i.completedAt.getTime(), stdout =>
-      pipeline(stdout, scan, createGzip({ level: GZIP_LEVEL }), sum, createWriteStream(file, { mode: 0o600 })))
-    const sha256 = sum.sha256()
+    const packed = await packAsServiceUser(i.worker, i.dir, i.completedAt.getTime(), i.envFile, file)
+    const sha256 = await sha256File(file)
+    const bytes = (await stat(file)).size
     const object = archiveKey(i.loc, i.service, key, sha256)
     await i.store.upload(object, file, 'application/gzip')
     const entry: IndexEntry = {
       format: 1, key, service: i.service, commit: i.commit.toLowerCase(), branch: i.branch, runtime: i.runtime,
-      archive: { object, sha256, bytes: sum.bytes(), unpackedBytes: scan.stats.bytes, entries: scan.stats.entries },
+      archive: { object, sha256, bytes, unpackedBytes: packed.bytes, entries: packed.entries },
       publishedAt: i.now().toISOString(), publishedBy: i.publishedBy,
     }
     // first writer wins (S3's conditional write): the others' archives stay unreferenced until the
@@ -105,7 +83,7 @@ export const publishRelease = async (i: PublishInput): Promise<PublishOutcome> =
     await i.store.putText(pointerKey(i.loc, i.service, i.branch, i.runtime), formatDocument({
       format: 1, service: i.service, branch: i.branch, commit: entry.commit, key, publishedAt: entry.publishedAt,
     }), { ifAbsent: false })
-    return { result: 'published', entry, indexObject, ...packed }
+    return { result: 'published', entry, indexObject, excluded: packed.excluded, examples: packed.examples }
   } finally {
     await rm(file, { force: true })
   }

@@ -10,14 +10,13 @@
  * source. `entryBad` says the entry itself cannot be used (so the publisher of this run replaces
  * it), as opposed to S3 being unreachable, slow or refusing.
  */
-import { createHash, randomBytes } from 'node:crypto'
-import { createReadStream } from 'node:fs'
+import { randomBytes } from 'node:crypto'
 import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { pipeline } from 'node:stream/promises'
 import type { ReleaseCacheLocation } from '../config/settings.js'
 import { loadServiceSpec, type ServiceSpec } from '../config/manifest.js'
 import { isAgentError, messageOf } from '../core/errors.js'
+import { sha256File } from '../core/file-hash.js'
 import { unpackAsServiceUser, type WorkerOptions } from './archive-process.js'
 import { readReleaseCacheKey, type Runtime } from './cache-key.js'
 import { DOCUMENT_MAX_BYTES, indexKey, parseIndexEntry, type EntryExpectation, type IndexEntry } from './cache-index.js'
@@ -49,12 +48,6 @@ export type RestoreOutcome =
 export const readIndexEntry = async (store: CacheStore, x: EntryExpectation): Promise<IndexEntry | string | undefined> => {
   const text = await store.getText(indexKey(x.loc, x.service, x.commit, x.runtime), DOCUMENT_MAX_BYTES)
   return text === undefined ? undefined : parseIndexEntry(text, x)
-}
-
-const sha256File = async (file: string): Promise<string> => {
-  const h = createHash('sha256')
-  await pipeline(createReadStream(file), h)
-  return h.digest('hex')
 }
 
 /** Which failures mean the entry (or its archive) is bad, rather than S3 being out of reach. */

@@ -1,7 +1,7 @@
 /**
  * The last guard before a release leaves the instance: the uncompressed tar on its way to the
- * archive passes through here, and an entry whose name, link or content holds a secret value of
- * this run stops the publication (invariant 1: a secret value lives in the env file and the
+ * archive passes through here (in releases/archive-worker.ts), and an entry whose name, link or
+ * content holds a value of the service's env file stops the publication (invariant 1: a secret value lives in the env file and the
  * service's environment only). The env file lives outside the release and the build runs
  * without secrets, so a hit means the service wrote one into its own directory in a way the
  * packer's "changed after completion" rule did not catch.

@@ -6,27 +6,40 @@
  * test/integration/release-cache.ts.
  */
 import t from 'tap'
-import { readFileSync, statSync } from 'node:fs'
+import { createHash, randomBytes } from 'node:crypto'
+import { readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
-import type { GetObjectCommandInput, PutObjectCommandInput } from '@aws-sdk/client-s3'
-import { createS3CacheStore, usesCustomEndpoint, type S3Api } from '../../../agent/src/aws/s3-cache-store.js'
+import { createS3CacheStore, PART_BYTES, usesCustomEndpoint, type S3Api } from '../../../agent/src/aws/s3-cache-store.js'
 import { isAgentError } from '../../../agent/src/core/errors.js'
 import { rejected } from '../../helpers/thrown.js'
 
 const sdkError = (name: string, status: number) =>
   Object.assign(new Error(`${name} happened`), { name, $fault: status >= 500 ? 'server' : 'client', $metadata: { httpStatusCode: status } })
 
-/** An S3 of objects in memory; `failures` are thrown (in order) before the next calls run. */
-const fakeS3 = (objects: Map<string, Buffer>, failures: { action: 'get' | 'put' | 'upload'; error?: Error; body?: Readable }[] = []) => {
-  const calls: { action: string; input: GetObjectCommandInput | PutObjectCommandInput }[] = []
-  const take = (action: string) => {
-    const i = failures.findIndex(f => f.action === action)
-    return i < 0 ? undefined : failures.splice(i, 1)[0]
+const bodyOf = async (b: unknown): Promise<Buffer> => {
+  if (b instanceof Readable) {
+    const chunks: Buffer[] = []
+    for await (const c of b) chunks.push(Buffer.from(c as Uint8Array))
+    return Buffer.concat(chunks)
+  }
+  return Buffer.from(String(b))
+}
+
+type Action = 'get' | 'put' | 'create' | 'part' | 'complete' | 'abort'
+
+/** An S3 of objects in memory; `failures` are thrown (in order) by the next calls of their action. */
+const fakeS3 = (objects: Map<string, Buffer>, failures: { action: Action; error?: Error; body?: Readable; times?: number }[] = []) => {
+  const calls: { action: string; input: Record<string, unknown> }[] = []
+  const uploads = new Map<string, Map<number, Buffer>>()
+  const take = (action: Action) => {
+    const f = failures.find(x => x.action === action && (x.times ?? 1) > 0)
+    if (f) f.times = (f.times ?? 1) - 1
+    return f
   }
   const api: S3Api = {
     async getObject(input) {
-      calls.push({ action: 'GetObject', input })
+      calls.push({ action: 'GetObject', input: { ...input } })
       const f = take('get')
       if (f?.error) throw f.error
       const body = objects.get(input.Key ?? '')
@@ -34,20 +47,37 @@ const fakeS3 = (objects: Map<string, Buffer>, failures: { action: 'get' | 'put' 
       return { Body: f?.body ?? Readable.from([body]), ContentLength: body.length }
     },
     async putObject(input) {
-      calls.push({ action: 'PutObject', input })
+      calls.push({ action: 'PutObject', input: { ...input, Body: undefined } })
       const f = take('put')
       if (f?.error) throw f.error
       if (input.IfNoneMatch === '*' && objects.has(input.Key ?? '')) throw sdkError('PreconditionFailed', 412)
-      objects.set(input.Key ?? '', Buffer.from(String(input.Body)))
+      objects.set(input.Key ?? '', await bodyOf(input.Body))
       return {}
     },
-    async upload(input) {
-      calls.push({ action: 'Upload', input })
-      const f = take('upload')
+    async createMultipartUpload(input) {
+      calls.push({ action: 'CreateMultipartUpload', input: { ...input } })
+      const id = `upload-${uploads.size + 1}`
+      uploads.set(id, new Map())
+      return { UploadId: id }
+    },
+    async uploadPart(input) {
+      const body = await bodyOf(input.Body)
+      calls.push({ action: 'UploadPart', input: { ...input, Body: undefined } })
+      const f = take('part')
       if (f?.error) throw f.error
-      const chunks: Buffer[] = []
-      for await (const c of input.Body) chunks.push(Buffer.from(c as Uint8Array))
-      objects.set(input.Key ?? '', Buffer.concat(chunks))
+      if (createHash('sha256').update(body).digest('base64') !== input.ChecksumSHA256) throw sdkError('BadDigest', 400)
+      uploads.get(input.UploadId ?? '')?.set(input.PartNumber ?? 0, body)
+      return { ETag: `"etag-${input.PartNumber}"` }
+    },
+    async completeMultipartUpload(input) {
+      calls.push({ action: 'CompleteMultipartUpload', input: { ...input } })
+      const parts = uploads.get(input.UploadId ?? '') ?? new Map<number, Buffer>()
+      objects.set(input.Key ?? '', Buffer.concat((input.MultipartUpload?.Parts ?? []).map(p => parts.get(p.PartNumber ?? 0) ?? Buffer.alloc(0))))
+      return {}
+    },
+    async abortMultipartUpload(input) {
+      calls.push({ action: 'AbortMultipartUpload', input: { ...input } })
+      uploads.delete(input.UploadId ?? '')
       return {}
     },
   }
@@ -76,7 +106,7 @@ t.test('getText: the document; a missing key is undefined; a missing bucket, a d
 
   const noBucket = fakeS3(objects, [{ action: 'get', error: sdkError('NoSuchBucket', 404) }])
   t.match(await rejected(() => store(noBucket.api).getText('stage/app/index/x.json', 65536)), { code: 'AWS_NOT_FOUND', message: /NoSuchBucket/ }, 'a missing bucket is no miss')
-  t.equal(s3.calls.every(c => (c.input as GetObjectCommandInput).ChecksumMode === 'ENABLED'), true, "documents are read with S3's checksum checked")
+  t.equal(s3.calls.every(c => c.input['ChecksumMode'] === 'ENABLED'), true, "documents are read with S3's checksum checked")
 })
 
 t.test('download: streamed into a 0600 file; the size is checked before the body is read; a cut transfer is retried', async t => {
@@ -99,14 +129,42 @@ t.test('download: streamed into a 0600 file; the size is checked before the body
   t.equal(short.calls.length, 1, 'not retried')
 })
 
-t.test('upload: the file, with its content type and a SHA-256 checksum for S3 to check; retried after a 500', async t => {
+t.test('upload, small: one PutObject streamed from the file, with its SHA-256 for S3 to check; retried after a 500', async t => {
   const dir = t.testdir({ 'a.tar.gz': 'the archive' })
   const objects = new Map<string, Buffer>()
-  const s3 = fakeS3(objects, [{ action: 'upload', error: sdkError('InternalError', 500) }])
+  const s3 = fakeS3(objects, [{ action: 'put', error: sdkError('InternalError', 500) }])
   await store(s3.api).upload('stage/app/archives/k/s.tar.gz', join(dir, 'a.tar.gz'), 'application/gzip')
   t.equal(objects.get('stage/app/archives/k/s.tar.gz')?.toString(), 'the archive')
-  t.match(s3.calls[1]?.input, { Bucket: 'fleet', Key: 'stage/app/archives/k/s.tar.gz', ContentType: 'application/gzip', ChecksumAlgorithm: 'SHA256' })
-  t.equal(s3.calls.length, 2)
+  t.match(s3.calls[1]?.input, {
+    Bucket: 'fleet', Key: 'stage/app/archives/k/s.tar.gz', ContentType: 'application/gzip', ContentLength: 11,
+    ChecksumSHA256: createHash('sha256').update('the archive').digest('base64'),
+  })
+  t.same(s3.calls.map(c => c.action), ['PutObject', 'PutObject'])
+})
+
+t.test('upload, large: a multipart upload of byte ranges, each with its checksum; a failed part is retried alone', async t => {
+  const data = randomBytes(PART_BYTES * 2 + 1000)
+  const dir = t.testdir()
+  writeFileSync(join(dir, 'big.tar.gz'), data)
+  const objects = new Map<string, Buffer>()
+  const s3 = fakeS3(objects, [{ action: 'part', error: sdkError('SlowDown', 503) }])
+  await store(s3.api).upload('stage/big', join(dir, 'big.tar.gz'), 'application/gzip')
+  t.ok(objects.get('stage/big')?.equals(data), 'the object is the file, byte for byte')
+  t.same(s3.calls.map(c => c.action), ['CreateMultipartUpload', 'UploadPart', 'UploadPart', 'UploadPart', 'UploadPart', 'CompleteMultipartUpload'], 'three parts, the first sent twice')
+  t.match(s3.calls[0]?.input, { ChecksumAlgorithm: 'SHA256', ContentType: 'application/gzip' })
+  t.same(s3.calls.filter(c => c.action === 'UploadPart').map(c => [c.input['PartNumber'], c.input['ContentLength']]), [[1, PART_BYTES], [1, PART_BYTES], [2, PART_BYTES], [3, 1000]])
+  t.match((s3.calls[5]?.input['MultipartUpload'] as { Parts: unknown[] }).Parts, [{ PartNumber: 1, ETag: '"etag-1"' }, { PartNumber: 2 }, { PartNumber: 3 }])
+})
+
+t.test('upload, large, a part refused for good: the multipart upload is aborted, the error names the object', async t => {
+  const dir = t.testdir()
+  writeFileSync(join(dir, 'big.tar.gz'), randomBytes(PART_BYTES + 10))
+  const objects = new Map<string, Buffer>()
+  const s3 = fakeS3(objects, [{ action: 'part', error: sdkError('AccessDenied', 403), times: 10 }])
+  const e = await rejected(() => store(s3.api).upload('stage/big', join(dir, 'big.tar.gz'), 'application/gzip'))
+  t.match(e, { code: 'AWS_ACCESS_DENIED', message: /AWS s3:PutObject on s3:\/\/fleet\/stage\/big failed: AccessDenied/ })
+  t.same(s3.calls.map(c => c.action), ['CreateMultipartUpload', 'UploadPart', 'AbortMultipartUpload'])
+  t.notOk(objects.has('stage/big'))
 })
 
 t.test('putText: a conditional write answers "exists" when another writer was first; an unconditional one replaces', async t => {

@@ -36,7 +36,7 @@ export const publish: Phase<RunContext> = {
       const r = await publishRelease({
         store, loc: s.releaseCache, worker: workerOptions(ctx), service: s.service, branch: meta.branch, commit: meta.commit,
         spec: need(ctx.spec, 'spec'), runtime: currentRuntime(), dir: rel.dir, completedAt: new Date(meta.createdAt),
-        secrets: ctx.secrets?.values ?? {}, workDir: p.cacheWorkDir, publishedBy: ctx.identity?.instanceId ?? 'unknown',
+        envFile: p.envFile, workDir: p.cacheWorkDir, publishedBy: ctx.identity?.instanceId ?? 'unknown',
         replace: cache.replaceEntry === true, now: ctx.seams.now,
       })
       const index = store.url(r.indexObject)
