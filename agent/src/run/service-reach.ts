@@ -20,6 +20,7 @@ import type { Exec } from '../core/exec.js'
 import type { Paths } from '../core/paths.js'
 import { agentFile } from '../secrets/agent-files.js'
 import { PM2_BIN } from '../pm2/cli.js'
+import { ARCHIVE_WORKER } from '../releases/archive-process.js'
 
 /** The service user as the kernel sees it; `uid` undefined: not created yet (only "other" applies). */
 export interface Who {
@@ -101,6 +102,7 @@ export const reachTargets = (p: Paths, repository: string): Target[] => {
     { path: dirname(p.etcDir), need: 'enter', why: 'the env file below it', elsewhere: root },
     { path: agentFile('env-preload.js'), need: 'read', why: "the agent's env preload, which every service process loads", elsewhere: agent },
     { path: agentFile('run-with-env.js'), need: 'read', why: "the agent's wrapper that PM2 starts non-Node services with", elsewhere: agent },
+    { path: ARCHIVE_WORKER, need: 'read', why: "the agent's release archive worker, which packs and extracts release cache archives as that user", elsewhere: agent },
     { path: PM2_BIN, need: 'read', why: "PM2's own code, which the service user's PM2 daemon runs", elsewhere: agent },
     { path: process.execPath, need: 'run', why: 'the node binary that runs npm, PM2 and the services', elsewhere: 'install node where every user can run it (e.g. /usr/bin or /usr/local/bin)' },
   ]

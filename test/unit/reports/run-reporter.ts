@@ -25,7 +25,7 @@ const world = (o: { env?: Record<string, string>; settings?: boolean; identity?:
   const log = pino({ level: 'info' }, new Writable({ write(c: Buffer, _e, done) { lines.push(JSON.parse(c.toString())); done() } }))
   const input = { flags: {}, env: o.env ?? { BOOTSTRAP_REPORT_LOG_GROUP: '/bootstrap-agent/{environment}/{service}' }, agentEnv: {}, mode: 'aws' as const }
   const seams: Seams = {
-    exec: { run: unused('exec') }, identity: { identify: unused('identity') }, git: unused('git'), secrets: unused('secrets'), pm2: unused('pm2'), hook: unused('hook'),
+    exec: { run: unused('exec') }, identity: { identify: unused('identity') }, git: unused('git'), secrets: unused('secrets'), pm2: unused('pm2'), hook: unused('hook'), cacheStore: async () => undefined,
     reportSink: (group): ReportSink | undefined => (o.sink === false ? undefined : {
       description: `group ${group}`,
       async put(stream, e) { sent.push({ group, stream, report: JSON.parse(e.message) as RunReport }) },
