@@ -10,34 +10,14 @@
 import t from 'tap'
 import fc from 'fast-check'
 import assert from 'node:assert/strict'
-import { execFileSync, spawnSync } from 'node:child_process'
-import { existsSync, statSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
-import { createRequire } from 'node:module'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { writeFileAtomic } from '../../../agent/src/core/atomic-write.js'
 import { serializeEnv } from '../../../agent/src/secrets/env-file.js'
+import { compiled } from '../../helpers/compiled.js'
 
-const repo = fileURLToPath(new URL('../../..', import.meta.url))
-const preload = join(repo, 'dist', 'secrets', 'env-preload.js')
-
-const stale = () =>
-  ['secrets/env-preload', 'secrets/env-file', 'core/errors'].some(m => {
-    const out = join(repo, 'dist', `${m}.js`)
-    return !existsSync(out) || statSync(out).mtimeMs < statSync(join(repo, 'agent', 'src', `${m}.ts`)).mtimeMs
-  })
-
-if (stale()) {
-  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc')
-  try {
-    execFileSync(process.execPath, [tsc, '-p', repo], { stdio: 'pipe' })
-  } catch (e: unknown) {
-    // tsc still emits when some other file of the project has a type error; only fail when the
-    // files this test needs did not come out
-    if (stale()) throw e
-  }
-}
+const preload = compiled(['secrets/env-preload', 'secrets/env-file', 'core/errors'])
 
 const EX_CONFIG = 78
 
