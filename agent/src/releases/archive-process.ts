@@ -33,10 +33,14 @@ const run = (w: WorkerOptions, args: string[], extra: { stdinFile?: string; stdo
     ...extra,
   })
 
-/** The worker's last stderr line as an object (or undefined), its strings cut to 300 characters. */
+/** The worker's report: the last stderr line that is a JSON object (Node may print a warning
+ * after it), or {} when there is none. */
 const report = (stderr: string): Record<string, unknown> => {
-  const last = stderr.trimEnd().split('\n').pop() ?? ''
-  return (last.length <= 16_384 ? parseJsonObject(last) : undefined) ?? {}
+  for (const line of stderr.trimEnd().split('\n').reverse()) {
+    const o = line.length <= 16_384 ? parseJsonObject(line) : undefined
+    if (o) return o
+  }
+  return {}
 }
 const text = (v: unknown): string => (typeof v === 'string' ? v.slice(0, 300) : 'no report')
 const num = (v: unknown): number => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : 0)
