@@ -12,29 +12,18 @@ import { join } from 'node:path'
 import { gunzipSync } from 'node:zlib'
 import { userInfo } from 'node:os'
 import { execFileSync } from 'node:child_process'
-import { createExec, type Exec } from '../../../agent/src/core/exec.js'
+import type { Exec } from '../../../agent/src/core/exec.js'
 import { packAsServiceUser, unpackAsServiceUser, type WorkerOptions } from '../../../agent/src/releases/archive-process.js'
 import { serializeEnv } from '../../../agent/src/secrets/env-file.js'
-import { compiled } from '../../helpers/compiled.js'
+import { cleanExec, SERVICE_USER, WORKER, workerOptions } from '../../helpers/archive-worker.js'
 import { HONEST_ENTRIES, HOSTILE_CASES, tarGz } from '../../helpers/hostile-archives.js'
 import { sandboxDir } from '../../helpers/sandbox.js'
 import { rejected } from '../../helpers/thrown.js'
 
-const worker = compiled(['releases/archive-worker', 'releases/archive', 'releases/secret-scan', 'secrets/env-file'])
-
-/** the service user when root, like the agent; else this user (no switch) */
-const serviceUser = (): { uid: number; gid: number } | undefined => {
-  if (userInfo().uid !== 0) return undefined
-  const f = execFileSync('getent', ['passwd', 'bootstrap-app'], { encoding: 'utf8' }).split(':')
-  return { uid: Number(f[2]), gid: Number(f[3]) }
-}
-const user = serviceUser()
-/** tap puts its process-tracking hooks into every child's NODE_OPTIONS, even an explicit
- * environment's; as the service user they fail writing into .tap/ at exit. `env -i` starts the
- * worker with exactly the environment the agent gives it, as on an instance. */
-const real = createExec()
-const clean: Exec = { run: (file, args, opts) => real.run('/usr/bin/env', ['-i', ...Object.entries(opts.env).map(([k, v]) => `${k}=${v}`), file, ...args], opts) }
-const w: WorkerOptions = { exec: clean, user, timeoutMs: 60_000, worker }
+const user = SERVICE_USER
+const worker = WORKER
+const clean = cleanExec
+const w: WorkerOptions = workerOptions()
 const ID = '20261203T010203Z-0123456789ab'
 
 /** a sandbox as the agent lays it out: its own 0700 directory, the service user's releases and env file */
