@@ -39,3 +39,18 @@ t.test("a failure's last line is its verdict, also when the message spans lines"
   t.equal(lines[3], '  what to do: fix the service')
   t.equal(lines.at(-1), 'bootstrap-agent: rolled-back [HEALTH_FAILED]: health check of "app" failed: PM2 reports it errored (details above)')
 })
+
+t.test('the release cache: where the release and the commit came from, and the publication', async t => {
+  const none = formatSummary(state())
+  t.notMatch(none, /release from|release cache|cache publish|commit from/, 'no rows without a cache or a release')
+  const hit = formatSummary(state({
+    releaseFrom: 'cache',
+    cache: { location: 's3://fleet/releases/prod', lookup: 'hit: s3://fleet/releases/prod/app/index/c/r.json', commitFromPointer: 'branch pointer s3://fleet/x.json (published 2026-12-01); the git remote could not be reached: refused', published: 'release 1 came from the release cache' },
+  }))
+  t.match(hit, /release from\s+the release cache \(no clone, npm ci or build\)/)
+  t.match(hit, /commit from\s+branch pointer s3:\/\/fleet\/x\.json/)
+  t.match(hit, /release cache\s+s3:\/\/fleet\/releases\/prod: hit: s3:\/\/fleet\/releases\/prod\/app\/index\/c\/r\.json/)
+  t.match(hit, /cache publish\s+release 1 came from the release cache/)
+  t.match(formatSummary(state({ releaseFrom: 'source', cache: { location: 's3://fleet/p', published: 'published s3://fleet/p/app/index/x.json' } })), /release from\s+source \(clone, npm ci, build\)[^]*release cache\s+s3:\/\/fleet\/p\n[^]*cache publish\s+published/)
+  t.match(formatSummary(state({ releaseFrom: 'live' })), /release from\s+the live release \(commit unchanged\)/)
+})
