@@ -19,6 +19,10 @@ export const COMMIT = '0123456789abcdef0123456789abcdef01234567'
 export const RELEASE_ID = '20261201T000000Z-0123456789ab'
 
 export interface CacheSandbox {
+  /** what the agent's releases functions take: the service directory, the records' */
+  paths: { serviceDir: string; releaseRecords: string }
+  /** the uid the release's files belong to: the service user's when root */
+  owner: number
   serviceDir: string
   releases: string
   workDir: string
@@ -64,5 +68,7 @@ export const cacheSandbox = async (t: Test, secrets: Record<string, string> = { 
     chownSync(envFile, SERVICE_USER.uid, SERVICE_USER.gid)
     execFileSync('chown', ['-R', `${SERVICE_USER.uid}:${SERVICE_USER.gid}`, dir])
   }
-  return { serviceDir, releases, workDir, envFile, dir, spec: await loadServiceSpec(dir, 'bootstrap-agent.json', 'app') }
+  const owner = SERVICE_USER?.uid ?? (process.getuid?.() ?? 0)
+  const paths = { serviceDir, releaseRecords: join(root, 'var/lib/bootstrap-agent/releases/app') }
+  return { paths, owner, serviceDir, releases, workDir, envFile, dir, spec: await loadServiceSpec({ dir, owner }, 'bootstrap-agent.json', 'app') }
 }

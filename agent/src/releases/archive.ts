@@ -23,14 +23,14 @@ import type { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { createGzip } from 'node:zlib'
 import { create, extract, type ReadEntry } from 'tar'
-import { RELEASE_MARKER } from './releases.js'
 import { secretScan, type ScanStats } from './secret-scan.js'
 
 /** gzip level of the archive: measured in bench/README.md ("The archive format") */
 export const GZIP_LEVEL = 6
 
-/** Top-level names of a release that never go into an archive. */
-export const NOT_ARCHIVED = new Set(['.git', RELEASE_MARKER])
+/** Top-level names of a release that never go into an archive: the clone's history, and the
+ * record earlier agents kept inside the release (never read again: releases/records.ts). */
+export const NOT_ARCHIVED = new Set(['.git', '.bootstrap-release.json'])
 
 export interface PackOptions {
   /** the release directory */

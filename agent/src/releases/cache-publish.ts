@@ -34,6 +34,8 @@ export interface PublishInput {
   runtime: Runtime
   /** the release directory, and when it was complete (files changed later are left out) */
   dir: string
+  /** the service user's uid: the release's files are read as its (releases/install.ts) */
+  owner: number
   completedAt: Date
   /** the service's env file: none of its values may be in the archive */
   envFile: string
@@ -51,7 +53,7 @@ export type PublishOutcome =
   | { result: 'already'; indexObject: string; publishedBy: string }
 
 export const publishRelease = async (i: PublishInput): Promise<PublishOutcome> => {
-  const key = await readReleaseCacheKey(i.dir, i.spec, i.commit, i.runtime)
+  const key = await readReleaseCacheKey({ dir: i.dir, owner: i.owner }, i.spec, i.commit, i.runtime)
   const indexObject = indexKey(i.loc, i.service, i.commit, i.runtime)
   const expect = { loc: i.loc, service: i.service, commit: i.commit, runtime: i.runtime }
   if (!i.replace) {

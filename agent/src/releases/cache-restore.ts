@@ -18,10 +18,11 @@ import { loadServiceSpec, type ServiceSpec } from '../config/manifest.js'
 import { isAgentError, messageOf } from '../core/errors.js'
 import { sha256File } from '../core/file-hash.js'
 import { unpackAsServiceUser, type WorkerOptions } from './archive-process.js'
-import { readReleaseCacheKey, type Runtime } from './cache-key.js'
+import { releaseCacheKey, type Runtime } from './cache-key.js'
 import { DOCUMENT_MAX_BYTES, indexKey, parseIndexEntry, type EntryExpectation, type IndexEntry } from './cache-index.js'
 import type { CacheStore } from './cache-store.js'
-import { removeRelease } from './releases.js'
+import { installKey, readInstallInputs } from './install.js'
+import { removeRelease, type ReleasePaths } from './releases.js'
 
 export interface RestoreInput {
   store: CacheStore
@@ -31,15 +32,18 @@ export interface RestoreInput {
   manifestFile: string
   commit: string
   runtime: Runtime
-  /** <serviceDir>: the release is created as <serviceDir>/releases/<id> */
-  serviceDir: string
+  /** where the release is created (<serviceDir>/releases/<id>) and its record kept */
+  paths: ReleasePaths
   id: string
+  /** the service user: the extracted files are its (uid), removing them is its job (removeTree) */
+  owner: number
+  removeTree: (dir: string) => Promise<void>
   /** the agent's own directory (root only) for the download */
   workDir: string
 }
 
 export type RestoreOutcome =
-  | { result: 'hit'; object: string; entry: IndexEntry; spec: ServiceSpec; dir: string; ms: { download: number; verify: number; extract: number } }
+  | { result: 'hit'; object: string; entry: IndexEntry; spec: ServiceSpec; dir: string; installKey: string | undefined; ms: { download: number; verify: number; extract: number } }
   | { result: 'miss'; object: string }
   | { result: 'unusable'; object: string; reason: string; entryBad: boolean }
 
@@ -67,7 +71,7 @@ export const restoreRelease = async (i: RestoreInput): Promise<RestoreOutcome> =
 
   const archive = entry.archive.object
   const file = join(i.workDir, `restore-${randomBytes(6).toString('hex')}.tar.gz`)
-  const dir = join(i.serviceDir, 'releases', i.id)
+  const dir = join(i.paths.serviceDir, 'releases', i.id)
   const t0 = performance.now()
   try {
     try {
@@ -80,18 +84,24 @@ export const restoreRelease = async (i: RestoreInput): Promise<RestoreOutcome> =
     if (sha256 !== entry.archive.sha256) return unusable(`checksum mismatch: the archive's sha256 is ${sha256}, its index entry says ${entry.archive.sha256}; not extracted`, true, archive)
     const t2 = performance.now()
     try {
-      await unpackAsServiceUser(i.worker, file, join(i.serviceDir, 'releases'), i.id, { maxBytes: entry.archive.unpackedBytes, maxEntries: entry.archive.entries })
+      await unpackAsServiceUser(i.worker, file, join(i.paths.serviceDir, 'releases'), i.id, { maxBytes: entry.archive.unpackedBytes, maxEntries: entry.archive.entries })
     } catch (e) {
       return unusable(messageOf(e), isAgentError(e) && ENTRY_BAD.has(e.code), archive)
     }
     const t3 = performance.now()
     try {
-      const spec = await loadServiceSpec(dir, i.manifestFile, i.service)
-      const key = await readReleaseCacheKey(dir, spec, i.commit, i.runtime)
+      // read as the service user's files, before any code of the release runs (releases/install.ts)
+      const repo = { dir, owner: i.owner }
+      const spec = await loadServiceSpec(repo, i.manifestFile, i.service)
+      const install = await readInstallInputs(repo, spec.path)
+      const key = releaseCacheKey({ commit: i.commit, spec, install, runtime: i.runtime })
       if (key !== entry.key) throw new Error(`the extracted release's cache key is ${key}, its index entry says ${entry.key}`)
-      return { result: 'hit', object: i.store.url(object), entry, spec, dir, ms: { download: Math.round(t1 - t0), verify: Math.round(t2 - t1), extract: Math.round(t3 - t2) } }
+      return {
+        result: 'hit', object: i.store.url(object), entry, spec, dir, installKey: install && installKey(install),
+        ms: { download: Math.round(t1 - t0), verify: Math.round(t2 - t1), extract: Math.round(t3 - t2) },
+      }
     } catch (e) {
-      await removeRelease(i.serviceDir, i.id).catch(() => undefined)
+      await removeRelease(i.paths, i.id, i.removeTree).catch(() => undefined)
       return unusable(messageOf(e), true, archive)
     }
   } finally {

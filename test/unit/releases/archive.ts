@@ -10,7 +10,6 @@ import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { execFileSync } from 'node:child_process'
 import { ArchiveRefused, packRelease, refusal, unpackRelease } from '../../../agent/src/releases/archive.js'
-import { RELEASE_MARKER } from '../../../agent/src/releases/releases.js'
 import { HONEST_ENTRIES, HOSTILE_CASES, tarGz } from '../../helpers/hostile-archives.js'
 import { rejected } from '../../helpers/thrown.js'
 import { gzipSync } from 'node:zlib'
@@ -33,7 +32,7 @@ t.test('pack: the release as deployed, without .git, the agent record, runtime f
   const root = t.testdir({
     rel: {
       '.git': { config: '[core]\n' },
-      [RELEASE_MARKER]: '{}',
+      '.bootstrap-release.json': '{}',
       'server.js': 'console.log(1)\n',
       'run.sh': '#!/bin/sh\n',
       node_modules: { dep: { 'index.js': 'module.exports = 1\n' }, '.bin': {} },

@@ -18,7 +18,7 @@ import { rejected } from '../../helpers/thrown.js'
 
 const input = (s: CacheSandbox, store: MemoryStore, over: Partial<PublishInput> = {}): PublishInput => ({
   store, loc: LOC, worker: workerOptions(), service: 'app', branch: 'stage', commit: COMMIT, spec: s.spec, runtime: RUNTIME,
-  dir: s.dir, completedAt: new Date(Date.now() - 1000), envFile: s.envFile, workDir: s.workDir, publishedBy: 'i-0aaa',
+  dir: s.dir, owner: s.owner, completedAt: new Date(Date.now() - 1000), envFile: s.envFile, workDir: s.workDir, publishedBy: 'i-0aaa',
   replace: false, now: () => new Date('2026-12-01T10:00:00Z'), ...over,
 })
 const INDEX = indexKey(LOC, 'app', COMMIT, RUNTIME)
@@ -29,7 +29,7 @@ t.test('published: the archive, then the index entry (a conditional write), then
   const store = memoryStore()
   const r = await publishRelease(input(s, store))
   if (r.result !== 'published') throw new Error(`expected published, got ${r.result}`)
-  const key = await readReleaseCacheKey(s.dir, s.spec, COMMIT, RUNTIME)
+  const key = await readReleaseCacheKey({ dir: s.dir, owner: s.owner }, s.spec, COMMIT, RUNTIME)
   const archive = store.objects.get(r.entry.archive.object)
   if (!archive) throw new Error('no archive')
   const sha256 = createHash('sha256').update(archive).digest('hex')

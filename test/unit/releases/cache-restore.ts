@@ -11,7 +11,8 @@ import { join } from 'node:path'
 import { archiveKey, indexKey } from '../../../agent/src/releases/cache-index.js'
 import { publishRelease } from '../../../agent/src/releases/cache-publish.js'
 import { readIndexEntry, restoreRelease, type RestoreInput } from '../../../agent/src/releases/cache-restore.js'
-import { workerOptions } from '../../helpers/archive-worker.js'
+import { treeRemover } from '../../../agent/src/core/remove-tree.js'
+import { cleanExec, SERVICE_USER, workerOptions } from '../../helpers/archive-worker.js'
 import { cacheSandbox, COMMIT, LOC, RUNTIME, type CacheSandbox } from '../../helpers/cache-release.js'
 import { HONEST_ENTRIES, HOSTILE_CASES, tarGz } from '../../helpers/hostile-archives.js'
 import { memoryStore, type MemoryStore } from '../../helpers/memory-store.js'
@@ -25,7 +26,7 @@ const world = async (t: Test) => {
   const store = memoryStore()
   const r = await publishRelease({
     store, loc: LOC, worker: workerOptions(), service: 'app', branch: 'stage', commit: COMMIT, spec: s.spec, runtime: RUNTIME,
-    dir: s.dir, completedAt: new Date(), envFile: s.envFile, workDir: s.workDir, publishedBy: 'i-0aaa', replace: false, now: () => new Date(),
+    dir: s.dir, owner: s.owner, completedAt: new Date(), envFile: s.envFile, workDir: s.workDir, publishedBy: 'i-0aaa', replace: false, now: () => new Date(),
   })
   if (r.result !== 'published') throw new Error('not published')
   const fresh = await cacheSandbox(t)
@@ -33,7 +34,7 @@ const world = async (t: Test) => {
 }
 
 const restore = (fresh: CacheSandbox, store: MemoryStore, over: Partial<RestoreInput> = {}) =>
-  restoreRelease({ store, loc: LOC, worker: workerOptions(), service: 'app', manifestFile: 'bootstrap-agent.json', commit: COMMIT, runtime: RUNTIME, serviceDir: fresh.serviceDir, id: NEW_ID, workDir: fresh.workDir, ...over })
+  restoreRelease({ store, loc: LOC, worker: workerOptions(), service: 'app', manifestFile: 'bootstrap-agent.json', commit: COMMIT, runtime: RUNTIME, paths: fresh.paths, id: NEW_ID, owner: fresh.owner, removeTree: treeRemover(cleanExec, SERVICE_USER), workDir: fresh.workDir, ...over })
 
 t.test('a hit: the release extracted whole, its manifest loaded, its key the entry\'s', async t => {
   const { fresh, store, entry } = await world(t)

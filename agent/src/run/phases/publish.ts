@@ -1,6 +1,6 @@
 import { need, type RunContext } from '../context.js'
 import type { Phase, PhaseResult } from '../runner.js'
-import { markReleasePublished, readReleaseMeta } from '../../releases/releases.js'
+import { markReleasePublished, readReleaseRecord } from '../../releases/records.js'
 import { publishRelease } from '../../releases/cache-publish.js'
 import { messageOf } from '../../core/errors.js'
 import { currentRuntime } from '../../releases/cache-key.js'
@@ -26,21 +26,21 @@ export const publish: Phase<RunContext> = {
     }
     if (ctx.warmPool) return done({ status: 'skipped', detail: 'warm pool: no health gate passed yet; published by the run that starts it' })
     const rel = need(ctx.release, 'release')
-    const meta = await readReleaseMeta(rel.dir)
+    const p = need(ctx.paths, 'paths')
+    const meta = await readReleaseRecord(p.releaseRecords, rel.id)
     if (!meta?.good) return done({ status: 'skipped', detail: `release ${rel.id} has not passed its health gate` })
     if (meta.origin === 'cache') return done({ status: 'skipped', detail: `release ${rel.id} came from the release cache` })
     if (meta.published) return done({ status: 'skipped', detail: `release ${rel.id} is in the release cache (${meta.published.index})` })
     try {
       const store = need(await openCache(ctx), 'cache store')
-      const p = need(ctx.paths, 'paths')
       const r = await publishRelease({
         store, loc: s.releaseCache, worker: workerOptions(ctx), service: s.service, branch: meta.branch, commit: meta.commit,
-        spec: need(ctx.spec, 'spec'), runtime: currentRuntime(), dir: rel.dir, completedAt: new Date(meta.createdAt),
+        spec: need(ctx.spec, 'spec'), runtime: currentRuntime(), dir: rel.dir, owner: need(ctx.user, 'user').uid, completedAt: new Date(meta.createdAt),
         envFile: p.envFile, workDir: p.cacheWorkDir, publishedBy: ctx.identity?.instanceId ?? 'unknown',
         replace: cache.replaceEntry === true, now: ctx.seams.now,
       })
       const index = store.url(r.indexObject)
-      await markReleasePublished(rel.dir, { at: ctx.seams.now().toISOString(), index })
+      await markReleasePublished(p.releaseRecords, rel.id, { at: ctx.seams.now().toISOString(), index })
       if (r.result === 'already') return done({ status: 'skipped', detail: `published already by ${r.publishedBy} (${index})` })
       if (r.excluded > 0) {
         ctx.log.info({ excluded: r.excluded, examples: r.examples }, `${r.excluded} file(s) written after the release was deployed (runtime state) left out of the archive`)

@@ -15,7 +15,7 @@ import { currentRuntime } from '../../releases/cache-key.js'
 import { DOCUMENT_MAX_BYTES, parseBranchPointer, pointerKey } from '../../releases/cache-index.js'
 import { restoreRelease } from '../../releases/cache-restore.js'
 import type { CacheStore } from '../../releases/cache-store.js'
-import { need, type RunContext } from '../context.js'
+import { need, removeAsService, type RunContext } from '../context.js'
 
 /** The archive worker as the service user, on the install timeout (extraction replaces npm ci). */
 export const workerOptions = (ctx: RunContext): WorkerOptions => ({
@@ -78,7 +78,7 @@ export const restoreFromCache = async (ctx: RunContext, store: CacheStore, id: s
   if (!ctx.warmPool) preparePm2InBackground(ctx)
   const r = await restoreRelease({
     store, loc: need(s.releaseCache, 'release cache'), worker: workerOptions(ctx), service: s.service, manifestFile: s.manifestFile,
-    commit, runtime: currentRuntime(), serviceDir: p.serviceDir, id, workDir: p.cacheWorkDir,
+    commit, runtime: currentRuntime(), paths: p, id, owner: need(ctx.user, 'user').uid, removeTree: removeAsService(ctx), workDir: p.cacheWorkDir,
   })
   if (r.result === 'miss') {
     cache.lookup = `miss: ${r.object}`
@@ -93,6 +93,8 @@ export const restoreFromCache = async (ctx: RunContext, store: CacheStore, id: s
   }
   cache.lookup = `hit: ${r.object}`
   ctx.spec = r.spec
+  // read before any code of the release ran, like install's: later releases may reuse its node_modules
+  if (r.installKey) ctx.installKey = r.installKey
   ctx.release = { id, dir: r.dir, serviceDir: join(r.dir, r.spec.path), commit, reused: false, origin: 'cache' }
   const { download, verify, extract } = r.ms
   return {

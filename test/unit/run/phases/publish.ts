@@ -12,7 +12,8 @@ import t, { type Test } from 'tap'
 import { loadServiceSpec } from '../../../../agent/src/config/manifest.js'
 import { resolveSettings } from '../../../../agent/src/config/settings.js'
 import { pathsFor } from '../../../../agent/src/core/paths.js'
-import { markReleaseComplete, readReleaseMeta, releaseId, type ReleaseMeta } from '../../../../agent/src/releases/releases.js'
+import { readReleaseRecord, recordRelease, type ReleaseRecord } from '../../../../agent/src/releases/records.js'
+import { releaseId } from '../../../../agent/src/releases/releases.js'
 import type { RunContext, Seams } from '../../../../agent/src/run/context.js'
 import { publish } from '../../../../agent/src/run/phases/publish.js'
 import { createScrubber } from '../../../../agent/src/secrets/redact.js'
@@ -24,7 +25,7 @@ const unused = (what: string) => (): never => {
 }
 const COMMIT = 'cd'.repeat(20)
 
-const context = async (t: Test, o: { store?: MemoryStore; cache?: boolean; meta?: Partial<ReleaseMeta>; warmPool?: string } = {}) => {
+const context = async (t: Test, o: { store?: MemoryStore; cache?: boolean; meta?: Partial<ReleaseRecord>; warmPool?: string } = {}) => {
   const root = t.testdir()
   const flags: Record<string, string> = { root, ...(o.cache === false ? {} : { 'release-cache': 's3://fleet/releases/stage' }) }
   const settings = resolveSettings({ flags, env: {}, agentEnv: {}, tags: { Service: 'app', Environment: 'stage', Repository: 'https://git.example/app.git' }, mode: 'aws' })
@@ -34,14 +35,15 @@ const context = async (t: Test, o: { store?: MemoryStore; cache?: boolean; meta?
   await mkdir(dir, { recursive: true })
   await writeFile(join(dir, 'package.json'), '{"name":"app","version":"1.0.0","main":"server.js"}')
   await writeFile(join(dir, 'server.js'), '')
-  await markReleaseComplete(dir, { id, commit: COMMIT, branch: 'stage', createdAt: '2026-12-01T00:00:00Z', good: true, origin: 'source', ...o.meta })
+  await recordRelease(paths.releaseRecords, { id, commit: COMMIT, branch: 'stage', createdAt: '2026-12-01T00:00:00Z', good: true, origin: 'source', ...o.meta })
   const seams: Seams = {
     exec: { run: unused('exec') }, identity: { identify: unused('identity') }, git: unused('git'), secrets: unused('secrets'), pm2: unused('pm2'),
     hook: unused('hook'), reportSink: unused('reportSink'), cacheStore: async () => o.store ?? memoryStore(), now: () => new Date('2026-12-01T01:00:00Z'),
   }
   const ctx: RunContext = {
     seams, log: pino({ level: 'silent' }), scrubber: createScrubber(), input: { flags: {}, env: {}, agentEnv: {}, mode: 'aws' },
-    settings, paths, spec: await loadServiceSpec(dir, settings.manifestFile, 'app'),
+    settings, paths, spec: await loadServiceSpec({ dir, owner: process.getuid?.() ?? 0 }, settings.manifestFile, 'app'),
+    user: { name: 'me', uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, switchTo: undefined, created: false },
     release: { id, dir, serviceDir: dir, commit: COMMIT, reused: true },
     ...(o.warmPool ? { warmPool: o.warmPool } : {}),
   }
@@ -75,7 +77,7 @@ t.test('published already by another instance: recorded, never looked at again',
   const rel = ctx.release
   if (!s?.releaseCache || !rel || !ctx.spec) throw new Error('context')
   const runtime = currentRuntime()
-  const key = await readReleaseCacheKey(rel.dir, ctx.spec, COMMIT, runtime)
+  const key = await readReleaseCacheKey({ dir: rel.dir, owner: process.getuid?.() ?? 0 }, ctx.spec, COMMIT, runtime)
   const index = indexKey(s.releaseCache, 'app', COMMIT, runtime)
   const sha = 'e'.repeat(64)
   store.objects.set(index, Buffer.from(JSON.stringify({
@@ -84,7 +86,7 @@ t.test('published already by another instance: recorded, never looked at again',
     publishedAt: '2026-12-01T00:30:00Z', publishedBy: 'i-0other',
   })))
   t.match(await publish.run(ctx), { status: 'skipped', detail: `published already by i-0other (s3://fleet/${index})` })
-  t.same((await readReleaseMeta(rel.dir))?.published, { at: '2026-12-01T01:00:00.000Z', index: `s3://fleet/${index}` })
+  t.same((await readReleaseRecord(ctx.paths?.releaseRecords ?? '', rel.id))?.published, { at: '2026-12-01T01:00:00.000Z', index: `s3://fleet/${index}` })
   t.same(store.calls.map(c => c.method), ['getText'])
 })
 
@@ -94,5 +96,5 @@ t.test('a failure is the phase\'s: it throws (the run warns), the state says "no
   const ctx = await context(t, { store })
   t.match(await rejected(() => publish.run(ctx)), { code: 'AWS_ACCESS_DENIED' })
   t.match(ctx.cache?.published, /^not published: AWS s3:GetObject on s3:\/\/fleet\/.* failed: AWS_ACCESS_DENIED$/)
-  t.equal((await readReleaseMeta(ctx.release?.dir ?? ''))?.published, undefined)
+  t.equal((await readReleaseRecord(ctx.paths?.releaseRecords ?? '', ctx.release?.id ?? ''))?.published, undefined)
 })

@@ -36,7 +36,8 @@ const context = async (t: Test, store: MemoryStore | undefined, flags: Record<st
     exec: { run: unused('exec') }, identity: { identify: unused('identity') }, git: unused('git'), secrets: unused('secrets'), pm2: unused('pm2'),
     hook: unused('hook'), reportSink: unused('reportSink'), cacheStore: async () => store, now: () => new Date('2026-12-01T00:00:00Z'),
   }
-  const ctx: RunContext = { seams, log, scrubber: createScrubber(), input: { flags: {}, env: {}, agentEnv: {}, mode: 'aws' }, settings, paths: pathsFor(root, 'app'), warmPool: 'Warmed:Stopped' }
+  const ctx: RunContext = { seams, log, scrubber: createScrubber(), input: { flags: {}, env: {}, agentEnv: {}, mode: 'aws' }, settings, paths: pathsFor(root, 'app'), warmPool: 'Warmed:Stopped',
+    user: { name: 'me', uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, switchTo: undefined, created: false } }
   return { ctx, lines }
 }
 
