@@ -3,7 +3,8 @@
 # the other, no parallelism, no reuse between runs (a re-run does everything again).
 #
 #   tags (IMDSv2, curl) -> secrets (AWS CLI + jq -> env file) -> git clone --depth 1 -> npm ci
-#   -> pm2 restart-or-start + pm2 save -> curl loop on /health
+#   -> npm run build (when package.json has one) -> pm2 restart-or-start + pm2 save
+#   -> curl loop on /health
 #
 # It runs as root (the agent runs repo code as its service user; this script does not bother).
 # Inputs, from the environment (bench/run.mjs sets them):
@@ -17,6 +18,9 @@
 #                     one instance)
 #   BENCH_TIMINGS     optional: file to which each step appends "<step> <milliseconds>"
 #   BASELINE_ONLY     optional: "secrets" stops after the secrets step (the key-count scale test)
+#   STATIC_DIR        optional: serve this directory of the build with `pm2 serve --spa` (the
+#                     admin panel) instead of starting server.js
+#   HEALTH_PATH       optional: the path polled for health (default /health)
 set -euo pipefail
 
 : "${BASE_ROOT:?}" "${IMDS_ENDPOINT:?}" "${AWS_ENDPOINT:?}" "${PORT:?}"
@@ -72,6 +76,12 @@ mark clone
 (cd "$app_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 mark npm_ci
 
+# 4b. the build, when there is one (as the agent's manifest runs it: npm run build, production)
+if jq -e '.scripts.build' "$app_dir/package.json" >/dev/null; then
+  (cd "$app_dir" && NODE_ENV=production npm run build --silent >/dev/null)
+fi
+mark build
+
 # 5. PM2: restart with the new environment, or start the first time; save for resurrection
 set -a
 # shellcheck disable=SC1090
@@ -79,14 +89,18 @@ set -a
 set +a
 export PORT
 if ! pm2 restart "$service" --update-env >/dev/null 2>&1; then
-  pm2 start "$app_dir/server.js" --name "$service" >/dev/null
+  if [ -n "${STATIC_DIR:-}" ]; then
+    pm2 serve "$app_dir/$STATIC_DIR" "$PORT" --spa --name "$service" >/dev/null
+  else
+    pm2 start "$app_dir/server.js" --name "$service" >/dev/null
+  fi
 fi
 pm2 save --force >/dev/null
 mark pm2
 
 # 6. health: poll every 250 ms (the agent's interval) for up to 60 s
 deadline=$((SECONDS + 60))
-until curl -fs -o /dev/null --max-time 2 "http://127.0.0.1:$PORT/health"; do
+until curl -fs -o /dev/null --max-time 2 "http://127.0.0.1:$PORT${HEALTH_PATH:-/health}"; do
   if [ $SECONDS -ge $deadline ]; then echo "health check failed" >&2; exit 1; fi
   sleep 0.25
 done

@@ -4,7 +4,8 @@
 // What each figure means and the figures of a run: bench/README.md.
 //
 //   node bench/run.mjs [--reps N] [--scale-reps N] [--keys-reps N] [--cold-reps N]
-//                      [--only core,cold,artifact,scale,keys,warm] [--unbundled | --agent-entry FILE]
+//                      [--cache-reps N] [--only core,cold,artifact,scale,keys,warm,cache]
+//                      [--unbundled | --agent-entry FILE]
 //                      [--no-build] [--keep]
 // --agent-entry measures another build of the agent (e.g. an experimental bundle laid out like
 // the release: FILE is its entry point, run with node); --keep leaves the sandbox in /tmp.
@@ -16,8 +17,9 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { startImds } from './lib/imds.mjs'
 import { measureWarm, warmRows } from './lib/warm.mjs'
+import { cacheRows, measureCache } from './lib/cache.mjs'
 import {
-  createRepo, freePort, freshAgentRoot, freshBaselineRoot, health, killPm2, median, pm2Costs,
+  createRepo, freePort, freshAgentRoot, freshBaselineRoot, health, HEALTH_PATH, killPm2, median, pm2Costs,
   readState, REGION, startMoto, timed, workDir,
 } from './lib/harness.mjs'
 import { REPO, setup } from './setup.mjs'
@@ -28,7 +30,8 @@ const { values: opt } = parseArgs({
     'scale-reps': { type: 'string', default: '1' },
     'keys-reps': { type: 'string', default: '2' },
     'cold-reps': { type: 'string', default: '10' },
-    only: { type: 'string', default: 'core,cold,artifact,scale,keys,warm' },
+    'cache-reps': { type: 'string', default: '3' },
+    only: { type: 'string', default: 'core,cold,artifact,scale,keys,warm,cache' },
     unbundled: { type: 'boolean', default: false },
     'agent-entry': { type: 'string' },
     'no-build': { type: 'boolean', default: false },
@@ -39,6 +42,7 @@ const REPS = Number(opt.reps)
 const SCALE_REPS = Number(opt['scale-reps'])
 const KEYS_REPS = Number(opt['keys-reps'])
 const COLD_REPS = Number(opt['cold-reps'])
+const CACHE_REPS = Number(opt['cache-reps'])
 const ONLY = new Set(opt.only.split(','))
 
 const say = msg => process.stderr.write(`bench: ${msg}\n`)
@@ -74,15 +78,15 @@ const AGENT = CUSTOM ? [process.execPath, ...CUSTOM] : opt.unbundled ? [process.
 let moto
 let imds
 
-/** One service of the fixture: its repository, port, secret and parameters. */
+/** One service of a fixture (`kind`: the API app, or the admin panel): its repository, port, secret and parameters. */
 const services = new Map()
-const service = async (name, { secret, params } = {}) => {
+const service = async (name, { secret, params, kind = 'api' } = {}) => {
   if (services.has(name)) return services.get(name)
   const port = await freePort()
-  const repo = createRepo(join(work, 'git'), name, port)
+  const repo = createRepo(join(work, 'git'), name, port, kind)
   await moto.putSecret(`stage/${name}`, secret ?? { API_KEY: `key-${randomBytes(12).toString('hex')}`, DATABASE_URL: 'postgres://app:pw@127.0.0.1:5432/app' })
   await moto.setParameters(`/stage/${name}/`, params ?? { 'db/password': `pw-${randomBytes(12).toString('hex')}` })
-  const s = { name, port, repo, build: 1 }
+  const s = { name, port, repo, build: 1, kind }
   services.set(name, s)
   return s
 }
@@ -105,8 +109,9 @@ const baselineRoot = name => {
 
 // -- the two sides -------------------------------------------------------------------------------
 
-/** The agent, AWS mode, as systemd starts it: a minimal environment, AWS endpoints on the fixtures. */
-const runAgent = async (root, { svc, reason = 'boot', cmd = AGENT } = {}) => {
+/** The agent, AWS mode, as systemd starts it: a minimal environment, AWS endpoints on the fixtures;
+ * `env` adds settings (BOOTSTRAP_RELEASE_CACHE). */
+const runAgent = async (root, { svc, reason = 'boot', cmd = AGENT, env: extra = {} } = {}) => {
   const env = {
     PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
     LANG: 'C.UTF-8',
@@ -116,6 +121,7 @@ const runAgent = async (root, { svc, reason = 'boot', cmd = AGENT } = {}) => {
     AWS_ENDPOINT_URL: moto.endpoint,
     AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint,
     ...(svc && svc.name !== 'app' ? { BOOTSTRAP_SERVICE: svc.name, BOOTSTRAP_REPOSITORY: svc.repo.url } : {}),
+    ...extra,
   }
   const r = await timed(cmd[0], [...cmd.slice(1), 'run', '--reason', reason, '--root', root, '--json'], env, { sample: true })
   if (r.code !== 0) throw new Error(`agent run (${root}) exited ${r.code}:\n${r.stderr.slice(-3000)}\n${r.stdout.slice(-3000)}`)
@@ -131,7 +137,14 @@ const runAgent = async (root, { svc, reason = 'boot', cmd = AGENT } = {}) => {
   }
   // whether the agent already spawned PM2's daemon during install (then `start` holds no spawn)
   const pm2Overlapped = state.phases.some(p => p.name === 'start' && /PM2 made ready during install/.test(p.detail ?? ''))
-  return { ms: r.ms, peakRssMb: r.peakRssMb, cpuMs: r.cpuMs, phases, inPhases, outsidePhases: r.ms - inPhases, overhead, pm2Overlapped, details: state.phases.map(p => `${p.name}:${p.status}`).join(' ') }
+  // the lifecycle hook's answer: when the `complete` phase's line was logged (its `time`)
+  const line = r.stdout.split('\n').map(l => { try { return JSON.parse(l) } catch { return undefined } }).find(l => l?.phase === 'complete')
+  const completed = line ? Date.parse(line.time) : undefined
+  const toContinueMs = completed === undefined ? undefined : completed - r.spawnedAt
+  return {
+    ms: r.ms, peakRssMb: r.peakRssMb, cpuMs: r.cpuMs, phases, inPhases, outsidePhases: r.ms - inPhases, overhead, pm2Overlapped, details: state.phases.map(p => `${p.name}:${p.status}`).join(' '),
+    toContinueMs, afterContinueMs: completed === undefined ? undefined : r.exitedAt - completed, releaseFrom: state.releaseFrom, cache: state.cache,
+  }
 }
 
 /** The baseline script, as root, with the same endpoints; its step timings from BENCH_TIMINGS. */
@@ -148,6 +161,7 @@ const runBaseline = async (root, svc, { only } = {}) => {
     AWS_SECRET_ACCESS_KEY: 'bench',
     PORT: String(svc.basePort),
     BENCH_TIMINGS: timings,
+    ...(svc.kind === 'admin' ? { STATIC_DIR: 'dist', HEALTH_PATH: HEALTH_PATH.admin } : {}),
     ...(svc.name !== 'app' ? { SERVICE: svc.name, REPOSITORY: svc.repo.url } : {}),
     ...(only ? { BASELINE_ONLY: only } : {}),
   }
@@ -157,14 +171,14 @@ const runBaseline = async (root, svc, { only } = {}) => {
   return { ms: r.ms, steps }
 }
 
-const expectBuild = async (port, build, who) => {
-  const h = await health(port)
+const expectBuild = async (port, build, who, kind = 'api') => {
+  const h = await health(port, HEALTH_PATH[kind])
   if (h?.build !== build) throw new Error(`${who}: expected build ${build} on port ${port}, got ${JSON.stringify(h)}`)
 }
 
 const results = {
   machine: { cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version, loadavgAtStart: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ') },
-  options: { reps: REPS, scaleReps: SCALE_REPS, keysReps: KEYS_REPS, coldReps: COLD_REPS, agent: CUSTOM ? opt['agent-entry'] : opt.unbundled ? 'dist/bin.js (unbundled)' : 'release artifact (bundled)' },
+  options: { reps: REPS, scaleReps: SCALE_REPS, keysReps: KEYS_REPS, coldReps: COLD_REPS, cacheReps: CACHE_REPS, agent: CUSTOM ? opt['agent-entry'] : opt.unbundled ? 'dist/bin.js (unbundled)' : 'release artifact (bundled)' },
 }
 
 /** Wall time and load average of each section: other processes on the machine show up here. */
@@ -425,9 +439,21 @@ const measureWarmSection = () => section('warm', async () => {
   results.warm = await measureWarm({ reps: REPS, moto, imds, app, runAgent, agentRoot, freshAgentRoot, killPm2, expectBuild, say, ms })
 })
 
+// -- C: the release cache, both fixtures (bench/lib/cache.mjs) -------------------------------------------
+
+const measureCacheSection = () => section('cache', async () => {
+  const admin = await service('admin', { kind: 'admin' })
+  admin.basePort = await freePort()
+  app.basePort ??= await freePort()
+  results.cache = await measureCache({
+    reps: CACHE_REPS, moto, work, fixtures: { api: app, admin }, runAgent, runBaseline, agentRoot, baselineRoot, freshAgentRoot, freshBaselineRoot, killPm2, expectBuild, say, ms,
+  })
+})
+
 try {
   await measure()
   await measureWarmSection()
+  await measureCacheSection()
 } finally {
   results.totalSeconds = Math.round((Date.now() - started) / 1000)
   results.machine.loadavgAtEnd = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')
@@ -485,6 +511,7 @@ if (a) {
   row('8 offline install (sha256 + extract + --version)', ms(a.offlineInstallMs.total), '', '', '', '')
 }
 if (results.warm) rows.push(...warmRows(results.warm, { ms, x }))
+if (results.cache) rows.push(...cacheRows(results.cache, { ms, x, yes }))
 results.table = rows
 
 writeFileSync(join(REPO, 'bench/results.json'), `${JSON.stringify(results, (k, v) => (typeof v === 'number' && !Number.isInteger(v) ? round(v) : v), 2)}\n`)

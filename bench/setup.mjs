@@ -3,9 +3,10 @@
 //   1. Debian packages: awscli (the baseline's AWS CLI) and jq (the baseline's JSON tool).
 //   2. moto in .cache/moto-venv (installed by scripts/test-setup.mjs, the one place that pins it).
 //   3. the agent built: dist/ (tsc) and the release artifact (npm run package -- --reuse).
-//   4. a warm npm cache for the fixture app in .cache/bench-npm-cache, filled once from the
-//      registry and then proven complete by an install with --offline. Both the agent and the
-//      baseline install from a copy of it with `offline=true`, so no timed run touches the network.
+//   4. a warm npm cache for both fixtures (the API app, the React admin panel) in
+//      .cache/bench-npm-cache, filled once from the registry and then proven complete by an
+//      install with --offline. Both the agent and the baseline install from a copy of it with
+//      `offline=true`, so no timed run touches the network.
 //   5. the service user `bootstrap-app`, created exactly as the agent creates it, so the warm
 //      cache can be handed to it before the agent's first run.
 // --no-build skips step 3 (use what dist/ and .cache/release hold).
@@ -18,6 +19,9 @@ import { fileURLToPath } from 'node:url'
 
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), '..')
 export const FIXTURE = join(REPO, 'bench/fixture/app')
+/** the React admin panel: vite build, served static (the release cache's benchmark) */
+export const ADMIN_FIXTURE = join(REPO, 'bench/fixture/admin')
+const FIXTURES = [FIXTURE, ADMIN_FIXTURE]
 export const NPM_CACHE = join(REPO, '.cache/bench-npm-cache')
 export const SERVICE_USER = 'bootstrap-app'
 
@@ -30,8 +34,12 @@ const run = (file, args, opts = {}) => {
   return r.stdout
 }
 
-/** Lockfile hash: the warm cache is redone when the fixture's lockfile changes. */
-const lockHash = () => createHash('sha256').update(readFileSync(join(FIXTURE, 'package-lock.json'))).digest('hex')
+/** Lockfiles' hash: the warm cache is redone when a fixture's lockfile changes. */
+const lockHash = () => {
+  const h = createHash('sha256')
+  for (const f of FIXTURES) h.update(readFileSync(join(f, 'package-lock.json')))
+  return h.digest('hex')
+}
 
 /** A clean npm environment: no user npmrc of whoever runs the bench (HOME is a temp dir). */
 export const npmEnv = (home, cache) => ({
@@ -76,13 +84,15 @@ const warmCache = () => {
   mkdirSync(NPM_CACHE, { recursive: true })
   const work = mkdtempSync(join(tmpdir(), 'bench-warm-'))
   try {
-    for (const pass of ['online', 'offline']) {
-      const dir = join(work, pass)
-      mkdirSync(join(dir, 'home'), { recursive: true })
-      cpSync(join(FIXTURE, 'package.json'), join(dir, 'package.json'))
-      cpSync(join(FIXTURE, 'package-lock.json'), join(dir, 'package-lock.json'))
-      const extra = pass === 'offline' ? ['--offline'] : []
-      run('npm', ['ci', '--no-audit', '--no-fund', ...extra], { cwd: dir, env: npmEnv(join(dir, 'home'), NPM_CACHE) })
+    for (const [i, fixture] of FIXTURES.entries()) {
+      for (const pass of ['online', 'offline']) {
+        const dir = join(work, `${i}-${pass}`)
+        mkdirSync(join(dir, 'home'), { recursive: true })
+        cpSync(join(fixture, 'package.json'), join(dir, 'package.json'))
+        cpSync(join(fixture, 'package-lock.json'), join(dir, 'package-lock.json'))
+        const extra = pass === 'offline' ? ['--offline'] : []
+        run('npm', ['ci', '--no-audit', '--no-fund', ...extra], { cwd: dir, env: npmEnv(join(dir, 'home'), NPM_CACHE) })
+      }
     }
   } finally {
     rmSync(work, { recursive: true, force: true })

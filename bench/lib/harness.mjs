@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { CreateSecretCommand, PutSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager'
 import { DeleteParametersCommand, GetParametersByPathCommand, PutParameterCommand, SSMClient } from '@aws-sdk/client-ssm'
-import { FIXTURE, NPM_CACHE, REPO, SERVICE_USER } from '../setup.mjs'
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3'
+import { ADMIN_FIXTURE, FIXTURE, NPM_CACHE, REPO, SERVICE_USER } from '../setup.mjs'
 
 export const PM2_BIN = join(REPO, 'node_modules/pm2/bin/pm2')
 export const REGION = 'us-east-1'
@@ -57,8 +58,11 @@ export const startMoto = async () => {
   const aws = { region: REGION, endpoint, credentials: { accessKeyId: 'bench', secretAccessKey: 'bench' } }
   const sm = new SecretsManagerClient(aws)
   const ssm = new SSMClient(aws)
+  const s3 = new S3Client({ ...aws, forcePathStyle: true })
   return {
     endpoint,
+    /** a bucket in moto's S3 (the release cache) */
+    createBucket: async name => void (await s3.send(new CreateBucketCommand({ Bucket: name }))),
     /** creates or replaces `<env>/<service>` with this JSON object */
     async putSecret(name, obj) {
       const SecretString = JSON.stringify(obj)
@@ -87,6 +91,7 @@ export const startMoto = async () => {
     async stop() {
       sm.destroy()
       ssm.destroy()
+      s3.destroy()
       if (child.exitCode === null) child.kill('SIGTERM')
       await exited
     },
@@ -110,39 +115,50 @@ const git = (cwd, ...args) => {
   return r.stdout.trim()
 }
 
+/** The manifest of each fixture: the API answers /health; the admin panel is built by vite and
+ * served static by PM2, its build number in /build.json (public/build.json, copied by the build). */
+const MANIFESTS = {
+  api: port => ({
+    start: { script: 'server.js' },
+    env: { PORT: String(port) },
+    health: { url: `http://127.0.0.1:${port}/health`, timeoutSeconds: 60 },
+    requiredEnv: ['API_KEY'],
+  }),
+  admin: port => ({
+    build: ['npm', 'run', 'build'],
+    start: { static: { dir: 'dist', port, spa: true } },
+    health: { url: `http://127.0.0.1:${port}/build.json`, timeoutSeconds: 60 },
+  }),
+}
+const FILES = { api: [FIXTURE, ['package.json', 'package-lock.json', 'server.js']], admin: [ADMIN_FIXTURE, ['package.json', 'package-lock.json', 'index.html', 'vite.config.js', 'src', 'public']] }
+/** where a fixture keeps its build number: the API's release.json, the admin panel's public/build.json */
+const BUILD_FILE = { api: 'release.json', admin: 'public/build.json' }
+export const HEALTH_PATH = { api: '/health', admin: '/build.json' }
+
 /**
- * A bare repository `<dir>/<service>.git` whose `stage` branch holds the fixture app, a manifest
- * for `service` on `port`, and release.json ({"build": n}); `commit(n)` pushes a new commit that
- * changes only release.json (the lockfile stays the same).
+ * A bare repository `<dir>/<service>.git` whose `stage` branch holds a fixture (`kind`: the API
+ * app or the admin panel), a manifest for `service` on `port`, and its build number;
+ * `commit(n)` pushes a new commit that changes only the build number (the lockfile stays the same).
  */
-export const createRepo = (dir, service, port) => {
+export const createRepo = (dir, service, port, kind = 'api') => {
   const bare = join(dir, `${service}.git`)
   const work = join(dir, `${service}.work`)
   mkdirSync(bare, { recursive: true })
   git(bare, 'init', '--quiet', '--bare')
   mkdirSync(work, { recursive: true })
   git(work, 'init', '--quiet', '-b', 'stage')
-  for (const f of ['package.json', 'package-lock.json', 'server.js']) cpSync(join(FIXTURE, f), join(work, f))
-  writeFileSync(join(work, 'bootstrap-agent.json'), `${JSON.stringify({
-    version: 1,
-    services: {
-      [service]: {
-        start: { script: 'server.js' },
-        env: { PORT: String(port) },
-        health: { url: `http://127.0.0.1:${port}/health`, timeoutSeconds: 60 },
-        requiredEnv: ['API_KEY'],
-      },
-    },
-  }, null, 2)}\n`)
+  const [fixture, files] = FILES[kind]
+  for (const f of files) cpSync(join(fixture, f), join(work, f), { recursive: true })
+  writeFileSync(join(work, 'bootstrap-agent.json'), `${JSON.stringify({ version: 1, services: { [service]: MANIFESTS[kind](port) } }, null, 2)}\n`)
   const commit = build => {
-    writeFileSync(join(work, 'release.json'), `${JSON.stringify({ build })}\n`)
+    writeFileSync(join(work, BUILD_FILE[kind]), `${JSON.stringify({ build })}\n`)
     git(work, 'add', '--all')
     git(work, 'commit', '--quiet', '-m', `build ${build}`)
     git(work, 'push', '--quiet', bare, 'HEAD:refs/heads/stage')
   }
   commit(1)
   git(bare, 'symbolic-ref', 'HEAD', 'refs/heads/stage')
-  return { url: `file://${bare}`, commit }
+  return { url: `file://${bare}`, commit, kind }
 }
 
 // -- sandbox roots -----------------------------------------------------------------------------
@@ -272,10 +288,10 @@ export const timed = (file, args, env, { sample = false, cwd } = {}) =>
 
 export const readState = root => JSON.parse(readFileSync(join(root, 'var/lib/bootstrap-agent/state.json'), 'utf8'))
 
-/** GET /health; the parsed body, or undefined when it does not answer 200. */
-export const health = async port => {
+/** GET /health (or `path`); the parsed body, or undefined when it does not answer 200. */
+export const health = async (port, path = '/health') => {
   try {
-    const r = await fetch(`http://127.0.0.1:${port}/health`, { signal: AbortSignal.timeout(3000) })
+    const r = await fetch(`http://127.0.0.1:${port}${path}`, { signal: AbortSignal.timeout(3000) })
     return r.ok ? await r.json() : undefined
   } catch {
     return undefined
