@@ -77,6 +77,16 @@ const when = async (run: StartedCli, cond: () => boolean): Promise<boolean> => {
   return cond()
 }
 
+/** starts `i`'s run, stalls its S3 requests matching `match`, SIGKILLs it once one stalled */
+const killedWhileStalled = async (t: Test, i: Instance, match: (r: { method: string; path: string }) => boolean, what: string) => {
+  s3Proxy.fail({ kind: 'stall' }, Number.POSITIVE_INFINITY, match)
+  const run = i.start()
+  t.ok(await when(run, () => s3Proxy.requests.some(r => r.fault === 'stall')), what)
+  run.killGroup()
+  await run.exit
+  await s3Proxy.clear()
+}
+
 t.test('five instances boot the same new commit at once against an empty cache: all succeed, one valid entry', async t => {
   const commit = await w.commit({ greeting: 'fleet', port: 0 })
   const five = await Promise.all([0, 1, 2, 3, 4].map(n => w.instance(n)))
@@ -150,12 +160,7 @@ t.test('a 200 MB release: published and booted from with the agent under 100 MB 
 t.test('SIGKILL during the download: nothing extracted; the next run removes the partial download and boots from the cache', async t => {
   const i = await w.instance(8)
   // the archive's bytes stop coming; the run sits in its download until it is killed
-  s3Proxy.fail({ kind: 'stall' }, Number.POSITIVE_INFINITY, r => r.method === 'GET' && r.path.includes('/archives/'))
-  const run = i.start()
-  t.ok(await when(run, () => s3Proxy.requests.some(r => r.fault === 'stall')), 'the download began')
-  run.killGroup()
-  await run.exit
-  await s3Proxy.clear()
+  await killedWhileStalled(t, i, r => r.method === 'GET' && r.path.includes('/archives/'), 'the download began')
   t.same(readdirSync(join(i.serviceDir, 'releases')).filter(n => RELEASE_ID.test(n)), [], 'no release directory')
   noPartialRelease(t, i)
   const again = await i.run()
@@ -185,12 +190,7 @@ t.test('SIGKILL during the extraction: no partial release under a release id; th
 t.test('SIGKILL during the publication: no index entry without its archive; the next run publishes', async t => {
   const commit = await w.commit({ greeting: 'killed publisher', port: 0 })
   const i = await w.instance(10)
-  s3Proxy.fail({ kind: 'stall' }, Number.POSITIVE_INFINITY, r => r.method === 'PUT' && r.path.includes('/archives/'))
-  const run = i.start()
-  t.ok(await when(run, () => s3Proxy.requests.some(r => r.fault === 'stall')), 'the archive upload began')
-  run.killGroup()
-  await run.exit
-  await s3Proxy.clear()
+  await killedWhileStalled(t, i, r => r.method === 'PUT' && r.path.includes('/archives/'), 'the archive upload began')
   t.same(await entries(commit), [], 'no index entry is visible')
   t.equal(i.state().outcome, 'running', 'state.json says the run did not finish')
   t.equal(phase(i, 'complete')?.status, 'ok', 'after the hook was completed')

@@ -90,11 +90,18 @@ export interface EntryExpectation {
   runtime: Runtime
 }
 
+/** A document of ours: a JSON object of this agent's format, or why not. */
+const documentOf = (text: string, what: string): Record<string, unknown> | string => {
+  const o = parseJsonObject(text)
+  if (!o) return `${what} is not a JSON object`
+  if (o['format'] !== CACHE_FORMAT) return `${what} has format ${JSON.stringify(o['format'])}, this agent reads ${CACHE_FORMAT}`
+  return o
+}
+
 /** The entry, or why it cannot be used (a value, not an exception: a bad entry means "build from source"). */
 export const parseIndexEntry = (text: string, x: EntryExpectation): IndexEntry | string => {
-  const o = parseJsonObject(text)
-  if (!o) return 'the index entry is not a JSON object'
-  if (o['format'] !== CACHE_FORMAT) return `the index entry has format ${JSON.stringify(o['format'])}, this agent reads ${CACHE_FORMAT}`
+  const o = documentOf(text, 'the index entry')
+  if (typeof o === 'string') return o
   const key = str(o, 'key')
   const commit = str(o, 'commit')
   const branch = str(o, 'branch')
@@ -120,9 +127,8 @@ export const parseIndexEntry = (text: string, x: EntryExpectation): IndexEntry |
 }
 
 export const parseBranchPointer = (text: string, x: { service: string; branch: string }): BranchPointer | string => {
-  const o = parseJsonObject(text)
-  if (!o) return 'the branch pointer is not a JSON object'
-  if (o['format'] !== CACHE_FORMAT) return `the branch pointer has format ${JSON.stringify(o['format'])}, this agent reads ${CACHE_FORMAT}`
+  const o = documentOf(text, 'the branch pointer')
+  if (typeof o === 'string') return o
   const commit = str(o, 'commit')
   const key = str(o, 'key')
   const publishedAt = str(o, 'publishedAt')

@@ -61,13 +61,19 @@ t.test('openCache: none without a store; with one, the root-only work directory,
   t.same(ctx.cache, { location: store.location })
 })
 
-t.test('commitFromPointer: the last commit published healthy on the branch, when git could not reach its remote', async t => {
+/** a run's context whose cache holds a branch pointer to COMMIT */
+const withPointer = async (t: Test) => {
   const store = memoryStore()
   const { ctx, lines } = await context(t, store)
   const s = ctx.settings
   if (!s) throw new Error('no settings')
   await openCache(ctx)
   store.objects.set(pointerObject(s), Buffer.from(JSON.stringify({ format: 1, service: 'app', branch: 'stage', commit: COMMIT, key: 'c'.repeat(64), publishedAt: '2026-11-30T00:00:00Z' })))
+  return { store, ctx, lines, s }
+}
+
+t.test('commitFromPointer: the last commit published healthy on the branch, when git could not reach its remote', async t => {
+  const { store, ctx, lines } = await withPointer(t)
   t.equal(await commitFromPointer(ctx, store, unreachable), COMMIT)
   t.match(ctx.cache?.commitFromPointer, /^branch pointer s3:\/\/fleet\/releases\/stage\/app\/branches\/.*\/stage\.json \(published 2026-11-30T00:00:00Z\); the git remote could not be reached: git could not reach/)
   t.match(lines.find(l => /git remote unreachable: deploying abababababab/.test(l.msg)), { level: 40, commit: COMMIT, gitError: 'GIT_UNREACHABLE' })
@@ -76,12 +82,7 @@ t.test('commitFromPointer: the last commit published healthy on the branch, when
 })
 
 t.test("commitFromPointer: git's error stands otherwise", async t => {
-  const store = memoryStore()
-  const { ctx, lines } = await context(t, store)
-  const s = ctx.settings
-  if (!s) throw new Error('no settings')
-  await openCache(ctx)
-  store.objects.set(pointerObject(s), Buffer.from(JSON.stringify({ format: 1, service: 'app', branch: 'stage', commit: COMMIT, key: 'c'.repeat(64), publishedAt: 'x' })))
+  const { store, ctx, lines, s } = await withPointer(t)
   const auth = new AgentError('git could not authenticate', { code: 'GIT_AUTH_FAILED', remedy: 'x' })
   t.equal(await rejected(() => commitFromPointer(ctx, store, auth)), auth, 'a refused credential is an answer of the remote')
   t.equal(await rejected(() => commitFromPointer(ctx, undefined, unreachable)), unreachable, 'no cache configured')
